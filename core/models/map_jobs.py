@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Enum, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.models.base import Base, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "Pending"
+    IN_PROGRESS = "In-Progress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    ABORTED = "Aborted"
+    EXPIRED = "Expired"
+
+
+ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.IN_PROGRESS)
+FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ABORTED, JobStatus.EXPIRED)
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "Pending"
+    IN_PROGRESS = "In-Progress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+def _enum(e: type[enum.Enum]) -> Enum:
+    return Enum(e, values_callable=lambda x: [m.value for m in x], native_enum=False, length=32)
+
+
+class MapJob(Base):
+    """One requested map package (a GeoPackage of one layer, bbox and zoom range)."""
+
+    __tablename__ = "map_jobs"
+    __table_args__ = (Index("ix_map_jobs_cache_key_status", "cache_key", "status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    layer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("layers.id", ondelete="RESTRICT"))
+    # Identical requests (same layer, crs, zoom, snapped bbox) share a cache key.
+    cache_key: Mapped[str] = mapped_column(String(128))
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.PENDING)
+    bbox: Mapped[list] = mapped_column(JSON)  # as requested
+    snapped_bbox: Mapped[list] = mapped_column(JSON)  # clipped to the footprint, snapped to the grid
+    target_resolution: Mapped[float] = mapped_column(Float)
+    crs: Mapped[str] = mapped_column(String(32), default="EPSG:4326")
+    zoom: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    tile_format: Mapped[str] = mapped_column(String(8))
+    callback_urls: Mapped[list] = mapped_column(JSON, default=list)
+    owner: Mapped[str | None] = mapped_column(String(255), default=None)
+    tiles_planned: Mapped[int] = mapped_column(Integer, default=0)
+    tiles_done: Mapped[int] = mapped_column(Integer, default=0)
+    tiles_written: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    package_name: Mapped[str] = mapped_column(String(255))
+    file_size: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    tasks: Mapped[list[MapJobTask]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="MapJobTask.seq"
+    )
+    callback_attempts: Mapped[list[CallbackAttempt]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="CallbackAttempt.id"
+    )
+
+
+class MapJobTask(Base):
+    """A work unit of a map job: one rectangular block of tiles at one zoom."""
+
+    __tablename__ = "map_job_tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("map_jobs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    zoom: Mapped[int] = mapped_column(Integer)
+    min_col: Mapped[int] = mapped_column(Integer)
+    min_row: Mapped[int] = mapped_column(Integer)
+    max_col: Mapped[int] = mapped_column(Integer)
+    max_row: Mapped[int] = mapped_column(Integer)
+    status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus), default=TaskStatus.PENDING)
+    tiles_planned: Mapped[int] = mapped_column(Integer)
+    tiles_done: Mapped[int] = mapped_column(Integer, default=0)
+    tiles_written: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    job: Mapped[MapJob] = relationship(back_populates="tasks")
+
+
+class CallbackAttempt(Base):
+    __tablename__ = "map_job_callback_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("map_jobs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    success: Mapped[bool] = mapped_column(default=False)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    job: Mapped[MapJob] = relationship(back_populates="callback_attempts")

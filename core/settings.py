@@ -1,0 +1,116 @@
+"""All configuration of geoexport, in one place.
+
+Every field is read from an environment variable named ``GEOEXPORT_<FIELD>``
+(case-insensitive), except where an alias says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+TileFormat = Literal["png", "jpeg", "mixed"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GEOEXPORT_", extra="ignore")
+
+    # --- where things live -------------------------------------------------
+    var_dir: Path = Field(Path("var"), description="Root of the embedded defaults (database, data, secrets).")
+    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under var_dir.")
+    data_dir: Path | None = Field(None, description="Package and upload storage; default: var_dir/data.")
+
+    # --- HTTP API ------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = Field("", description="Base URL clients use to reach the API (download links).")
+
+    # --- Prefect ---------------------------------------------------------------
+    prefect_port: int = 4200
+    gpkg_deployment: str = "gpkg-export/gpkg-export"
+    callbacks_deployment: str = "gpkg-callbacks/gpkg-callbacks"
+    package_deployment: str = "package-export/package-export"
+    cleanup_deployment: str = "cleanup-expired/cleanup-expired"
+
+    # --- map packages ------------------------------------------------------------
+    tile_format: TileFormat = "mixed"
+    jpeg_quality: int = Field(85, ge=1, le=100)
+    batch_tiles: int = Field(256, ge=1, description="Tiles per work unit (task) of a map package.")
+    tile_workers: int = Field(2, ge=1, description="Concurrent tile batches within one map package.")
+    gpkg_concurrency: int = Field(2, ge=1, description="Map packages rendered at the same time.")
+    package_ttl_days: float = Field(30, gt=0)
+    callback_retries: int = Field(5, ge=0)
+    callback_backoff_base: float = Field(1.0, ge=0, description="Seconds; attempt n waits base*2**(n-1).")
+    callback_timeout: float = Field(10.0, gt=0)
+    max_zoom: int = Field(22, ge=0, le=30)
+
+    # --- resource exports ----------------------------------------------------------
+    export_ttl_days: float = Field(7, gt=0)
+    source_timeout: float = Field(3600, gt=0, description="Seconds a source may stay pending.")
+    max_upload_bytes: int = Field(500 * 1024 * 1024, gt=0)
+    sources: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    psks: Annotated[dict[str, str] | list[str], NoDecode] = Field(default_factory=list)
+    kafka_bootstrap_servers: str = Field(
+        "",
+        validation_alias=AliasChoices("GEOEXPORT_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    kafka_requests_topic: str = "platform.export.requests"
+    kafka_results_topic: str = "platform.export.results"
+    kafka_group_id: str = "geoexport-results"
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _parse_sources(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            return json.loads(v) if v else {}
+        return v
+
+    @field_validator("psks", mode="before")
+    @classmethod
+    def _parse_psks(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                return []
+            if v[0] in "[{":
+                return json.loads(v)
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    # --- derived -------------------------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'geoexport.db').resolve()}"
+
+    @property
+    def storage_dir(self) -> Path:
+        return (self.data_dir or self.var_dir / "data").resolve()
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.storage_dir / "packages"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.storage_dir / "work"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between runs)."""
+    get_settings.cache_clear()
