@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 import core.models  # noqa: F401  (registers every table)
 from core.db import make_engine
 from core.models import Base

@@ -64,6 +64,8 @@ class MapJob(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(64), default=None)
     error_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set when the flow run reaches the admission gate and waits for a free slot
+    queued_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -2,16 +2,15 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 01:12:07.197965
+Create Date: 2026-11-23 01:14:47.952865
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-import core.models.base
 from alembic import op
 
+import core.models.base
 
 revision = "0001"
 down_revision = None
@@ -76,6 +75,7 @@ def upgrade() -> None:
         sa.Column("flow_run_id", sa.String(length=64), nullable=True),
         sa.Column("error_reason", sa.Text(), nullable=True),
         sa.Column("created_at", core.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("queued_at", core.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("started_at", core.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("completed_at", core.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("expires_at", core.models.base.UTCDateTime(timezone=True), nullable=True),
@@ -98,10 +98,7 @@ def upgrade() -> None:
         sa.Column("success", sa.Boolean(), nullable=False),
         sa.Column("at", core.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["job_id"],
-            ["map_jobs.id"],
-            name=op.f("fk_map_job_callback_attempts_job_id_map_jobs"),
-            ondelete="CASCADE",
+            ["job_id"], ["map_jobs.id"], name=op.f("fk_map_job_callback_attempts_job_id_map_jobs"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_map_job_callback_attempts")),
     )
@@ -120,15 +117,7 @@ def upgrade() -> None:
         sa.Column("max_row", sa.Integer(), nullable=False),
         sa.Column(
             "status",
-            sa.Enum(
-                "Pending",
-                "In-Progress",
-                "Completed",
-                "Failed",
-                name="taskstatus",
-                native_enum=False,
-                length=32,
-            ),
+            sa.Enum("Pending", "In-Progress", "Completed", "Failed", name="taskstatus", native_enum=False, length=32),
             nullable=False,
         ),
         sa.Column("tiles_planned", sa.Integer(), nullable=False),

@@ -1,0 +1,1 @@
+"""The ``geoexport`` command line."""

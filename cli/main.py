@@ -1,0 +1,170 @@
+"""``geoexport``: run the service, manage the catalog, make one-off packages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="geoexport: map packages and resource exports")
+layers_app = typer.Typer(no_args_is_help=True, help="The raster catalog (layers a map package can name)")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema")
+app.add_typer(layers_app, name="layers")
+app.add_typer(db_app, name="db")
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@app.command()
+def run() -> None:
+    """Set up and start the whole service on embedded defaults (Ctrl-C stops everything)."""
+    from cli.supervisor import run_all
+
+    sys.exit(run_all())
+
+
+@app.command()
+def api(host: str | None = None, port: int | None = None) -> None:
+    """Start the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from core.settings import get_settings
+
+    _logging()
+    s = get_settings()
+    uvicorn.run("api.app:app", host=host or s.host, port=port or s.port, log_level="info")
+
+
+@app.command()
+def serve(limit: Annotated[int, typer.Option(help="Flow runs at the same time")] = 20) -> None:
+    """Serve every deployment from this process (the embedded runner)."""
+    from flows.deployments import serve_all
+
+    _logging()
+    serve_all(limit=limit)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database to the newest schema."""
+    from core.migrate import upgrade
+
+    upgrade()
+    typer.echo("database is up to date")
+
+
+@layers_app.command("add")
+def layers_add(
+    path: str,
+    product_id: Annotated[str | None, typer.Option("--product-id")] = None,
+    product_name: Annotated[str | None, typer.Option("--product-name")] = None,
+    product_version: Annotated[str | None, typer.Option("--product-version")] = None,
+    footprint: Annotated[Path | None, typer.Option(help="GeoJSON file with the footprint geometry")] = None,
+) -> None:
+    """Register a GeoTIFF/COG in the catalog and print its dbId."""
+    from core.catalog import CatalogError, register_layer
+    from core.db import session_scope
+    from core.migrate import upgrade
+
+    upgrade()
+    geom = None
+    if footprint is not None:
+        geom = json.loads(footprint.read_text())
+        geom = geom.get("geometry", geom) if geom.get("type") == "Feature" else geom
+    try:
+        with session_scope() as s:
+            layer = register_layer(s, path, product_id=product_id, product_name=product_name,
+                                   product_version=product_version, footprint=geom)
+            typer.echo(f"{layer.id}\t{layer.product_name}\tmax zoom {layer.max_zoom}\t{layer.source}")
+    except CatalogError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@layers_app.command("list")
+def layers_list() -> None:
+    """List the catalog's layers."""
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.migrate import upgrade
+    from core.models import Layer
+
+    upgrade()
+    with session_scope() as s:
+        for layer in s.scalars(select(Layer).order_by(Layer.created_at)):
+            typer.echo(f"{layer.id}\t{layer.product_name}\t{layer.product_version}\tmax zoom {layer.max_zoom}"
+                       f"\t{layer.source}")
+
+
+@app.command()
+def gpkg(
+    source: str,
+    bbox: Annotated[tuple[float, float, float, float], typer.Option(help="minx miny maxx maxy (EPSG:4326)")],
+    resolution: Annotated[float, typer.Option(help="target resolution, degrees per pixel")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="GeoPackage to write")],
+    format: Annotated[str, typer.Option("--format", help="png | jpeg | mixed")] = "mixed",
+    min_zoom: Annotated[int, typer.Option(help="coarsest zoom level")] = 0,
+    workers: Annotated[int, typer.Option(help="parallel tile batches")] = 2,
+    batch_tiles: Annotated[int, typer.Option(help="tiles per batch")] = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Make one GeoPackage without the server (same tiling code as the service)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from tiling.pipeline import export_gpkg
+
+    from tiling.grid import zoom_for_resolution
+
+    if format not in ("png", "jpeg", "mixed"):
+        raise typer.BadParameter("format must be png, jpeg or mixed")
+    minx, miny, maxx, maxy = bbox
+    if not (minx < maxx and miny < maxy):
+        raise typer.BadParameter("bbox must be minx miny maxx maxy with minx < maxx and miny < maxy")
+    try:
+        zoom = zoom_for_resolution(resolution)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    with Progress(TextColumn("[bold]tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=quiet) as bar:
+        task = bar.add_task("tiles", total=None)
+
+        def progress(done: int, planned: int) -> None:
+            bar.update(task, completed=done, total=planned)
+
+        result = export_gpkg(source, bbox, zoom, output, min_zoom=min_zoom, tile_format=format,
+                             batch_tiles=batch_tiles, workers=workers, progress=progress)
+    typer.echo(json.dumps({"path": str(result.path), "tiles_planned": result.tiles_planned,
+                           "tiles_written": result.tiles_written, "file_size": result.file_size,
+                           "sha256": result.sha256, "zooms": list(result.zooms)}))
+
+
+@app.command("demo-layer")
+def demo_layer() -> None:
+    """Make the demo COG (if missing), register it (if missing) and print its dbId."""
+    from cli.demo import ensure_demo_layer
+
+    typer.echo(ensure_demo_layer())
+
+
+def _register_optional_commands() -> None:
+    """Commands of capabilities that live in their own module (resource exports, operations, ...)."""
+    import importlib
+
+    for module in ("cli.exports_cli", "cli.ops_cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        mod.register(app)
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":
+    app()

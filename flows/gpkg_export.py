@@ -1,0 +1,181 @@
+"""The ``gpkg-export`` flow: admission by priority, batch rendering, one GeoPackage, callbacks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from rasterio.errors import RasterioIOError
+from tiling.batchfile import read_batch_file, write_batch_file
+from tiling.gpkg import GeoPackageWriter, write_sidecar
+from tiling.render import render_batch
+
+from core import map_packages
+from core.models import JobStatus, TaskStatus
+from core.settings import get_settings
+from core.storage import Storage
+from flows import job_store
+from flows.callbacks import send_callbacks
+from tiling.grid import Batch
+
+
+class JobAborted(Exception):
+    pass
+
+
+def _io_error_only(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
+    """Retry reads that failed on I/O; a bad request or bad data fails at once."""
+    try:
+        state.result()
+    except (OSError, RasterioIOError, TimeoutError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def batch_file(job_id: str, batch: Batch) -> Path:
+    return map_packages.job_work_dir(job_id) / f"{batch.key}.tiles"
+
+
+@task(name="render-batch", retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=_io_error_only,
+      task_run_name="render-z{batch[zoom]}-{task_id}")
+def render_batch_task(job_id: str, task_id: str, source: str, batch: dict, tile_format: str,
+                      footprint: dict | None) -> int:
+    """Read one block of tiles from the layer, encode them, hand them to the writer as a batch file."""
+    b = Batch.from_dict(batch)
+    job_store.mark_task(task_id, TaskStatus.IN_PROGRESS)
+    settings = get_settings()
+    try:
+        tiles = render_batch(source, b, tile_format=tile_format, footprint=footprint,
+                             jpeg_quality=settings.jpeg_quality)
+        write_batch_file(batch_file(job_id, b), tiles)
+    except Exception as exc:
+        job_store.mark_task(task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        raise
+    job_store.mark_task(task_id, TaskStatus.COMPLETED, done=b.count, written=len(tiles))
+    return len(tiles)
+
+
+@task(name="write-geopackage")
+def write_geopackage_task(job_id: str) -> dict:
+    """The single writer: merge every batch file into one GeoPackage, publish it atomically."""
+    spec = job_store.load(job_id)
+    assert spec is not None
+    final = map_packages.package_path(spec.package_name)
+    tmp = Storage.temp_path_for(final)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with GeoPackageWriter(
+            tmp, table="tiles", identifier=f"{spec.product_name} {spec.product_version} z0-{spec.zoom}",
+            description=f"geoexport map package of layer {spec.layer_id}", tile_bounds=tuple(spec.snapped_bbox),
+            zooms=list(range(spec.zoom + 1)),
+        ) as writer:
+            for t in job_store.tasks(job_id):
+                b = Batch(t.zoom, t.min_col, t.min_row, t.max_col, t.max_row)
+                written += writer.write_tiles(read_batch_file(batch_file(job_id, b)))
+            writer.add_footprint_layer(spec.footprint, {
+                "job_id": job_id, "db_id": spec.layer_id, "product": spec.product_name,
+                "version": spec.product_version, "max_zoom": spec.zoom,
+                "bbox": ",".join(f"{v:.9f}" for v in spec.snapped_bbox),
+            })
+        if job_store.status(job_id) != JobStatus.IN_PROGRESS:
+            raise JobAborted("job was cancelled before its package was published")
+        Storage.publish(tmp, final)
+    except BaseException:
+        Storage.remove(tmp)
+        raise
+    side = write_sidecar(final)
+    return {"size": side["size"], "sha256": side["sha256"], "tiles": written}
+
+
+@flow(name="gpkg-export", task_runner=ThreadPoolTaskRunner(max_workers=get_settings().tile_workers))
+def gpkg_export(job_id: str) -> dict:
+    logger = get_run_logger()
+    settings = get_settings()
+    spec = job_store.load(job_id)
+    if spec is None:
+        raise ValueError(f"map job {job_id} does not exist")
+    if spec.status not in (JobStatus.PENDING, JobStatus.IN_PROGRESS):
+        logger.info("job=%s is %s, nothing to do", job_id, spec.status.value)
+        return {"status": spec.status.value}
+
+    job_store.mark_queued(job_id, str(flow_run.get_id() or "") or None)
+    if spec.status == JobStatus.PENDING:
+        _wait_for_turn(job_id, settings.gpkg_concurrency)
+    logger.info("job=%s started: zoom 0-%d, %d tiles", job_id, spec.zoom, spec.tiles_planned)
+
+    try:
+        _render_all(job_id, spec)
+        result = write_geopackage_task(job_id)
+        if not job_store.complete(job_id, result["size"], result["sha256"]):
+            raise JobAborted("job was cancelled before completion")
+        logger.info("job=%s completed: %d tiles written, %d bytes", job_id, result["tiles"], result["size"])
+    except JobAborted as exc:
+        logger.warning("job=%s aborted: %s", job_id, exc)
+        send_callbacks(job_id)
+        return {"status": JobStatus.ABORTED.value}
+    except Exception as exc:
+        job_store.fail(job_id, f"{type(exc).__name__}: {exc}")
+        send_callbacks(job_id)
+        raise
+    finally:
+        job_store.refresh_progress(job_id)
+    Storage.remove(map_packages.job_work_dir(job_id))
+    send_callbacks(job_id)
+    return {"status": JobStatus.COMPLETED.value, **result}
+
+
+def _wait_for_turn(job_id: str, limit: int) -> None:
+    delay = 0.2
+    while not job_store.try_admit(job_id, limit):
+        if job_store.status(job_id) != JobStatus.PENDING:
+            raise JobAborted("job left the queue before it started")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+def _render_all(job_id: str, spec: job_store.JobSpec) -> None:
+    map_packages.job_work_dir(job_id).mkdir(parents=True, exist_ok=True)
+    todo = []
+    for t in job_store.tasks(job_id):
+        b = Batch(t.zoom, t.min_col, t.min_row, t.max_col, t.max_row)
+        # a finished batch whose file is still there is reused (a resumed run does not redo it)
+        if t.status == TaskStatus.COMPLETED and batch_file(job_id, b).exists():
+            continue
+        todo.append((str(t.id), b))
+
+    artifact = create_progress_artifact(
+        progress=0.0, key=f"gpkg-{job_id}", description=f"tiles rendered for map job {job_id}"
+    )
+    futures = [
+        render_batch_task.submit(job_id, task_id, spec.source, b.to_dict(), spec.tile_format, spec.footprint)
+        for task_id, b in todo
+    ]
+    aborted = False
+    failure: BaseException | None = None
+    last = 0.0
+    for fut in as_completed(futures):
+        try:
+            fut.result()
+        except Exception as exc:
+            failure = failure or exc
+        done, planned = job_store.refresh_progress(job_id)
+        pct = 100.0 * done / planned if planned else 100.0
+        if pct - last >= 1.0 or done == planned:
+            update_progress_artifact(artifact, pct)
+            last = pct
+        if not aborted and job_store.status(job_id) != JobStatus.IN_PROGRESS:
+            aborted = True
+            for f in futures:
+                f.cancel() if hasattr(f, "cancel") else None
+    if aborted:
+        raise JobAborted("job was cancelled while rendering")
+    if failure is not None:
+        raise failure
