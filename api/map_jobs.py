@@ -10,7 +10,6 @@ from typing import Any
 from shapely.geometry import box, shape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tiling.grid import estimate_package_bytes, plan_batches, plan_pyramid, tile_range, zoom_for_resolution
 
 from api.errors import BadRequest, InsufficientStorage, NotFound, ServiceUnavailable
 from api.schemas.map_jobs import (
@@ -28,6 +27,7 @@ from core.models import JobStatus, Layer, MapJob, MapJobTask
 from core.models.map_jobs import ACTIVE_STATUSES
 from core.settings import get_settings
 from core.storage import get_storage
+from tiling.grid import estimate_package_bytes, plan_batches, plan_pyramid, tile_range, zoom_for_resolution
 
 log = logging.getLogger("geoexport.map_jobs")
 
@@ -43,9 +43,10 @@ def create_job(session: Session, req: ExportGetMap, owner: str | None = None
     if layer is None:
         raise NotFound(f"layer {req.dbId} not found in the catalog")
 
-    zoom = zoom_for_resolution(req.targetResolution, max_zoom=settings.max_zoom + 1)
-    if zoom > settings.max_zoom:
-        raise BadRequest(f"targetResolution {req.targetResolution} is out of range (finest zoom {settings.max_zoom})")
+    try:
+        zoom = zoom_for_resolution(req.targetResolution, max_zoom=settings.max_zoom)
+    except ValueError as exc:
+        raise BadRequest(f"targetResolution is out of range: {exc}") from exc
     if zoom > layer.max_zoom:
         raise BadRequest(
             f"targetResolution {req.targetResolution} is finer than the layer's own resolution "
