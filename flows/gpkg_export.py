@@ -5,15 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import rasterio
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from rasterio.errors import RasterioIOError
-from tiling.batchfile import read_batch_file, write_batch_file
-from tiling.gpkg import GeoPackageWriter, write_sidecar
-from tiling.render import render_batch
 
 from core import map_packages
 from core.models import JobStatus, TaskStatus
@@ -21,7 +19,10 @@ from core.settings import get_settings
 from core.storage import Storage
 from flows import job_store
 from flows.callbacks import send_callbacks
+from tiling.batchfile import read_batch_file, write_batch_file
+from tiling.gpkg import GeoPackageWriter, write_sidecar
 from tiling.grid import Batch
+from tiling.render import render_batch
 
 
 class JobAborted(Exception):
@@ -112,6 +113,7 @@ def gpkg_export(job_id: str) -> dict:
     logger.info("job=%s started: zoom 0-%d, %d tiles", job_id, spec.zoom, spec.tiles_planned)
 
     try:
+        _check_source(spec.source)
         _render_all(job_id, spec)
         result = write_geopackage_task(job_id)
         if not job_store.complete(job_id, result["size"], result["sha256"]):
@@ -130,6 +132,15 @@ def gpkg_export(job_id: str) -> dict:
     Storage.remove(map_packages.job_work_dir(job_id))
     send_callbacks(job_id)
     return {"status": JobStatus.COMPLETED.value, **result}
+
+
+def _check_source(source: str) -> None:
+    """Fail at once, with rasterio's reason, when the layer's source cannot be opened at all."""
+    try:
+        with rasterio.open(source):
+            pass
+    except RasterioIOError as exc:
+        raise RasterioIOError(f"the layer's source {source} cannot be read: {exc}") from exc
 
 
 def _wait_for_turn(job_id: str, limit: int) -> None:

@@ -241,3 +241,58 @@ def rgb_byte() -> Path:
     if not path.exists():
         pytest.skip("shared/data/RGB.byte.tif is not beside the checkout")
     return path
+
+
+# ---------------------------------------------------------------- callbacks -----------------------------------------
+
+
+class CallbackServer:
+    """A real HTTP server on loopback that records POSTed callbacks; paths /fail-N answer 500 N times first."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.attempts: dict[str, int] = {}
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("content-length", 0))
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                with lock:
+                    n = outer.attempts[self.path] = outer.attempts.get(self.path, 0) + 1
+                    fail_first = int(self.path.rsplit("fail-", 1)[1]) if "fail-" in self.path else 0
+                    ok = n > fail_first
+                    if ok:
+                        outer.received.append((self.path, payload))
+                self.send_response(200 if ok else 500)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def payloads(self, path: str) -> list[dict[str, Any]]:
+        return [p for (pth, p) in self.received if pth == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def callback_server() -> Iterator[CallbackServer]:
+    srv = CallbackServer()
+    yield srv
+    srv.close()

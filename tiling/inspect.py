@@ -99,8 +99,8 @@ def compute_footprint(src: rasterio.io.DatasetReader, max_pixels: int = FOOTPRIN
     """GeoJSON geometry (EPSG:4326) of the valid pixels of ``src`` (union of the band masks).
 
     The dataset mask (nodata / internal mask / alpha) is read decimated so that its long side is at most
-    ``max_pixels`` (a decimated cell is valid if any of its pixels is, so the outline never loses
-    data), polygonised, grown by one decimated cell (covers the decimation and the simplification
+    ``max_pixels`` with average resampling (a decimated cell is valid if its average is > 0, i.e. if
+    about any of its pixels is valid, so the outline does not lose data), polygonised, grown by one decimated cell (covers the decimation and the simplification
     error), simplified, its small holes (< 4 cells) filled, then reprojected to EPSG:4326.
     """
     factor = max(1, math.ceil(max(src.width, src.height) / max_pixels))
@@ -108,7 +108,7 @@ def compute_footprint(src: rasterio.io.DatasetReader, max_pixels: int = FOOTPRIN
     if factor == 1:
         mask = src.dataset_mask()
     else:
-        mask = src.dataset_mask(out_shape=(out_h, out_w), resampling=Resampling.max)
+        mask = src.dataset_mask(out_shape=(out_h, out_w), resampling=Resampling.average)
     valid = mask > 0
     if not valid.any():
         raise RasterError(f"{src.name}: the raster has no valid (non-nodata) pixel")
