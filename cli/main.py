@@ -117,9 +117,9 @@ def gpkg(
 ) -> None:
     """Make one GeoPackage without the server (same tiling code as the service)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from tiling.pipeline import export_gpkg
 
     from tiling.grid import zoom_for_resolution
+    from tiling.pipeline import export_gpkg
 
     if format not in ("png", "jpeg", "mixed"):
         raise typer.BadParameter("format must be png, jpeg or mixed")

@@ -14,9 +14,9 @@ from shapely.geometry import box, mapping, shape
 from shapely.validation import explain_validity
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tiling.inspect import RasterError, inspect_raster
 
 from core.models import Layer, MapJob
+from tiling.inspect import RasterError, inspect_raster
 
 
 class CatalogError(ValueError):
