@@ -144,6 +144,22 @@ def gpkg(
                            "sha256": result.sha256, "zooms": list(result.zooms)}))
 
 
+@app.command()
+def cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be deleted")] = False,
+) -> None:
+    """Delete expired packages and exports and orphaned temporary files (what the scheduled flow does)."""
+    from core.cleanup import run_cleanup
+    from core.migrate import upgrade
+
+    upgrade()
+    report = run_cleanup(dry_run=dry_run)
+    for item in report.items:
+        typer.echo(("would delete " if dry_run else "deleted ") + item)
+    counts = {k: v for k, v in report.as_dict().items() if k != "items"}
+    typer.echo(json.dumps(counts))
+
+
 @app.command("demo-layer")
 def demo_layer() -> None:
     """Make the demo COG (if missing), register it (if missing) and print its dbId."""

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     callback_backoff_base: float = Field(1.0, ge=0, description="Seconds; attempt n waits base*2**(n-1).")
     callback_timeout: float = Field(10.0, gt=0)
     max_zoom: int = Field(22, ge=0, le=30)
+    orphan_ttl_seconds: float = Field(6 * 3600, gt=0, description="Age after which temporary files are orphans.")
+    cleanup_cron: str = Field("0 * * * *", description="Schedule of the cleanup-expired flow.")
 
     # --- resource exports ----------------------------------------------------------
     export_ttl_days: float = Field(7, gt=0)
@@ -62,6 +64,13 @@ class Settings(BaseSettings):
     kafka_requests_topic: str = "platform.export.requests"
     kafka_results_topic: str = "platform.export.results"
     kafka_group_id: str = "geoexport-results"
+    # Short group timeouts suit the bundled broker (rebalances finish fast); raise them for a real cluster.
+    kafka_session_timeout_ms: int = Field(6000, ge=1000)
+    kafka_max_poll_interval_ms: int = Field(10000, ge=1000)
+    kafka_broker_port: int = Field(19092, description="Port of the bundled tansu broker (when no bootstrap is set).")
+    outbox_poll_interval: float = Field(0.5, gt=0, description="Seconds between outbox scans of the publisher.")
+    export_sweep_interval: float = Field(30, gt=0, description="Seconds between source-timeout sweeps.")
+    demo_source: bool = Field(True, description="`geoexport run` starts the demo source application.")
 
     @field_validator("sources", mode="before")
     @classmethod

@@ -19,13 +19,17 @@ class DeploymentSpec:
 
 
 def all_deployments() -> list[DeploymentSpec]:
+    from core.settings import get_settings
     from flows.callbacks import gpkg_callbacks
+    from flows.cleanup import cleanup_expired
     from flows.gpkg_export import gpkg_export
 
     specs = [
         DeploymentSpec(gpkg_export, "gpkg_deployment", "Render a map package (GeoPackage) of a catalog layer",
                        ["gpkg"]),
         DeploymentSpec(gpkg_callbacks, "callbacks_deployment", "Send a map job's callbacks", ["gpkg"]),
+        DeploymentSpec(cleanup_expired, "cleanup_deployment", "Remove expired packages and exports, orphaned files",
+                       ["ops"], cron=get_settings().cleanup_cron),
     ]
     try:
         from flows.package_export import deployments as export_deployments
