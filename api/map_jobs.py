@@ -11,7 +11,7 @@ from shapely.geometry import box, shape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import BadRequest, InsufficientStorage, NotFound, ServiceUnavailable
+from api.errors import BadRequest, Forbidden, InsufficientStorage, NotFound, ServiceUnavailable
 from api.schemas.map_jobs import (
     CallbackAttemptOut,
     CreateGpkgJobResponse,
@@ -27,6 +27,7 @@ from core.models import JobStatus, Layer, MapJob, MapJobTask
 from core.models.map_jobs import ACTIVE_STATUSES
 from core.settings import get_settings
 from core.storage import get_storage
+from core.tokens import Principal
 from tiling.grid import estimate_package_bytes, plan_batches, plan_pyramid, tile_range, zoom_for_resolution
 
 log = logging.getLogger("geoexport.map_jobs")
@@ -36,7 +37,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def create_job(session: Session, req: ExportGetMap, owner: str | None = None
+def create_job(session: Session, req: ExportGetMap, owner: str
                ) -> CreateGpkgJobResponse | NaiveCacheJobResponse:
     settings = get_settings()
     layer = session.get(Layer, req.dbId)
@@ -63,7 +64,7 @@ def create_job(session: Session, req: ExportGetMap, owner: str | None = None
     top = tile_range(clip_bbox, zoom)
     key = map_packages.cache_key(layer.id, req.crs, zoom, (top.min_col, top.min_row, top.max_col, top.max_row))
 
-    hit = _cache_lookup(session, key, req)
+    hit = _cache_lookup(session, key, req, owner)
     if hit is not None:
         return hit
 
@@ -124,7 +125,12 @@ def create_job(session: Session, req: ExportGetMap, owner: str | None = None
     return CreateGpkgJobResponse(id=job_id, taskIds=[t.id for t in job.tasks])
 
 
-def _cache_lookup(session: Session, key: str, req: ExportGetMap
+def _share(job: MapJob, subject: str) -> None:
+    if subject != job.owner and subject not in job.shared_with:
+        job.shared_with = [*job.shared_with, subject]
+
+
+def _cache_lookup(session: Session, key: str, req: ExportGetMap, subject: str
                   ) -> CreateGpkgJobResponse | NaiveCacheJobResponse | None:
     now = _now()
     candidates = session.scalars(
@@ -141,6 +147,7 @@ def _cache_lookup(session: Session, key: str, req: ExportGetMap
                 continue
             ttl = timedelta(days=get_settings().package_ttl_days)
             job.expires_at = max(job.expires_at, now + ttl)
+            _share(job, subject)
             session.commit()
             log.info("naive cache hit job=%s", job.id)
             p = map_packages.job_payload(job)
@@ -153,16 +160,24 @@ def _cache_lookup(session: Session, key: str, req: ExportGetMap
         merged = list(dict.fromkeys([*job.callback_urls, *req.callbackURLs]))
         if merged != job.callback_urls:
             job.callback_urls = merged
-            session.commit()
+        _share(job, subject)
+        session.commit()
         log.info("joined running job=%s", job.id)
         return CreateGpkgJobResponse(id=job.id, taskIds=[t.id for t in job.tasks])
     return None
 
 
-def get_job(session: Session, job_id: uuid.UUID) -> MapJob:
+def get_job(session: Session, job_id: uuid.UUID, who: Principal, *, manage: bool = False) -> MapJob:
+    """The job, if ``who`` may see it (owner, a subject it was shared with through the cache, or an admin).
+
+    Only the owner or an admin may ``manage`` (cancel or delete) it.
+    """
     job = session.get(MapJob, job_id)
     if job is None:
         raise NotFound(f"map job {job_id} not found")
+    allowed = who.is_admin or who.subject == job.owner or (not manage and who.subject in job.shared_with)
+    if not allowed:
+        raise Forbidden(f"map job {job_id} belongs to another user")
     return job
 
 

@@ -160,6 +160,25 @@ def cleanup(
     typer.echo(json.dumps(counts))
 
 
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option("--sub", help="subject (who the token is for)")],
+    roles: Annotated[str, typer.Option("--roles", help="comma-separated: admin, export, read")] = "export",
+    ttl: Annotated[str, typer.Option("--ttl", help="lifetime: 90s, 15m, 1h, 7d")] = "1h",
+) -> None:
+    """Mint a JWT for the map-package API from the configured secret."""
+    from core.tokens import ROLES, TokenError, mint, parse_ttl
+
+    wanted = [r.strip() for r in roles.split(",") if r.strip()]
+    unknown = [r for r in wanted if r not in ROLES]
+    if unknown or not wanted:
+        raise typer.BadParameter(f"roles must be among {', '.join(ROLES)}; got {roles!r}")
+    try:
+        typer.echo(mint(sub, wanted, parse_ttl(ttl)))
+    except (TokenError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 @app.command("demo-layer")
 def demo_layer() -> None:
     """Make the demo COG (if missing), register it (if missing) and print its dbId."""

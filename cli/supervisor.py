@@ -153,17 +153,28 @@ def run_all() -> int:
 
 
 def _banner(db_id: str) -> None:
+    from core.tokens import mint
+
     s = get_settings()
     base = s.base_url
     ui = prefect_env()["PREFECT_API_URL"].removesuffix("/api")
+    if s.auth == "off":
+        token_line = "  auth           OFF (GEOEXPORT_AUTH=off) — every caller is an admin"
+        header = ""
+    else:
+        admin = mint("admin", ["admin"], 7 * 86400)
+        token_line = (f"  admin token    {admin}\n"
+                      "                 (7 days; mint more: .venv/bin/geoexport token --sub NAME --roles export)")
+        header = f"-H 'x-api-key: {admin}' "
     print(f"""
 [geoexport] ready
   API            {base}   (OpenAPI docs: {base}/docs)
   Prefect UI     {ui}
   demo layer     dbId {db_id}
+{token_line}
 
   try:
-    curl -s -X POST {base}/create -H 'content-type: application/json' \\
+    curl -s -X POST {base}/create {header}-H 'content-type: application/json' \\
       -d '{{"dbId": "{db_id}", "bbox": [34.8119, 31.9547, 34.8224, 31.9643],
            "targetResolution": 0.0000429153442382812, "callbackURLs": []}}'
 

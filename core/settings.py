@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str = Field("", description="Base URL clients use to reach the API (download links).")
 
+    # --- authentication (map side: JWT in x-api-key or ?token=) -------------------
+    auth: Literal["on", "off"] = Field("on", description="'off' disables every check (loud warning at start).")
+    jwt_secret: str = Field("", description="HS256 secret; default: generated under var_dir/secrets on first start.")
+    jwt_public_key: str = Field("", description="PEM public key for RS256/ES256 tokens (instead of a secret).")
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+
     # --- Prefect ---------------------------------------------------------------
     prefect_port: int = 4200
     gpkg_deployment: str = "gpkg-export/gpkg-export"
@@ -108,6 +115,10 @@ class Settings(BaseSettings):
     @property
     def work_dir(self) -> Path:
         return self.storage_dir / "work"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return (self.var_dir / "secrets").resolve()
 
     @property
     def base_url(self) -> str:

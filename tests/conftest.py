@@ -163,6 +163,8 @@ def make_stack(name: str, backend: str, root: Path, extra_env: dict[str, str] | 
         "GEOEXPORT_CALLBACK_RETRIES": "4",
         "GEOEXPORT_PUBLIC_URL": "http://testserver",
         "GEOEXPORT_BATCH_TILES": "16",
+        "GEOEXPORT_AUTH": "on",
+        "GEOEXPORT_JWT_SECRET": f"test-secret-{uuid.uuid4().hex}",
         **(extra_env or {}),
     }
     stack = Stack(name, db_url, root, env, cleanup)
@@ -215,13 +217,20 @@ def runner(stack_base: Stack, prefect_api: str) -> Iterator[subprocess.Popen[byt
     stop_process(proc)
 
 
+def token(subject: str = "tester", roles: tuple[str, ...] = ("admin",), ttl: int = 3600) -> str:
+    from core.tokens import mint
+
+    return mint(subject, list(roles), ttl)
+
+
 @pytest.fixture
 def client(stack: Stack):  # type: ignore[no-untyped-def]
+    """The API in-process, authenticated as an admin (auth stays on in every test)."""
     from fastapi.testclient import TestClient
 
     from api.app import create_app
 
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
+    with TestClient(create_app(), raise_server_exceptions=False, headers={"x-api-key": token()}) as c:
         yield c
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -113,6 +114,16 @@ CREATE TABLE IF NOT EXISTS gpkg_metadata_reference (
 _METADATA_EXT_DEF = "http://www.geopackage.org/spec120/#extension_metadata"
 
 
+class _TempNameWarningFilter(logging.Filter):
+    """Drop GDAL's "non conformant file extension" warning: packages are built under a temporary name."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "non conformant file extension" not in record.getMessage()
+
+
+_FIONA_LOG_FILTER = _TempNameWarningFilter()
+
+
 def _quote_id(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -183,11 +194,19 @@ class GeoPackageWriter:
             [
                 ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian CRS"),
                 ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic CRS"),
-                ("WGS 84 geodetic", 4326, "EPSG", 4326, WGS84_WKT, "longitude/latitude on the WGS 84 ellipsoid"),
+                (
+                    "WGS 84 geodetic",
+                    4326,
+                    "EPSG",
+                    4326,
+                    WGS84_WKT,
+                    "longitude/latitude on the WGS 84 ellipsoid",
+                ),
             ],
         )
         conn.execute(
-            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, min_x, min_y, max_x, max_y,"
+            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description,"
+            " min_x, min_y, max_x, max_y,"
             " srs_id) VALUES (?, 'tiles', ?, ?, ?, ?, ?, ?, 4326)",
             (self.table, identifier, description, minx, miny, maxx, maxy),
         )
@@ -227,7 +246,8 @@ class GeoPackageWriter:
             (METADATA_URI, json.dumps(dict(metadata), sort_keys=True, default=str)),
         )
         conn.execute(
-            "INSERT INTO gpkg_metadata_reference (reference_scope, table_name, md_file_id) VALUES ('table', ?, ?)",
+            "INSERT INTO gpkg_metadata_reference (reference_scope, table_name, md_file_id)"
+            " VALUES ('table', ?, ?)",
             (self.table, cur.lastrowid),
         )
 
@@ -248,14 +268,17 @@ class GeoPackageWriter:
         rows = []
         for tile in tiles:
             if tile.zoom not in allowed:
-                raise ValueError(f"tile z{tile.zoom}/{tile.col}/{tile.row}: zoom not declared in {self.zooms}")
+                raise ValueError(
+                    f"tile z{tile.zoom}/{tile.col}/{tile.row}: zoom not declared in {self.zooms}"
+                )
             rows.append((tile.zoom, tile.col, tile.row, tile.data))
         if not rows:
             return 0
         conn.execute("BEGIN")
         try:
             conn.executemany(
-                f"INSERT OR REPLACE INTO {_quote_id(self.table)} (zoom_level, tile_column, tile_row, tile_data)"
+                f"INSERT OR REPLACE INTO {_quote_id(self.table)}"
+                " (zoom_level, tile_column, tile_row, tile_data)"
                 " VALUES (?, ?, ?, ?)",
                 rows,
             )
@@ -266,7 +289,9 @@ class GeoPackageWriter:
         self.tiles_written += len(rows)
         return len(rows)
 
-    def add_footprint_layer(self, geometry: Mapping[str, Any], properties: Mapping[str, str | int | float]) -> None:
+    def add_footprint_layer(
+        self, geometry: Mapping[str, Any], properties: Mapping[str, str | int | float]
+    ) -> None:
         """Add a ``footprint`` vector layer (one feature, EPSG:4326) written with fiona/GDAL.
 
         The SQLite connection is closed while GDAL appends the layer to the same file, then reopened.
@@ -290,6 +315,8 @@ class GeoPackageWriter:
             "geometry": mapping(geom),
             "properties": {k: (int(v) if schema_props[k] == "int" else v) for k, v in properties.items()},
         }
+        fiona_log = logging.getLogger("fiona._err")
+        fiona_log.addFilter(_FIONA_LOG_FILTER)
         try:
             with fiona.Env(OGR_SQLITE_JOURNAL="OFF", OGR_SQLITE_SYNCHRONOUS="OFF"):
                 with fiona.open(
@@ -302,6 +329,7 @@ class GeoPackageWriter:
                 ) as dst:
                     dst.write(record)
         finally:
+            fiona_log.removeFilter(_FIONA_LOG_FILTER)
             self._conn = sqlite3.connect(self.path, isolation_level=None)
             self._tune(self._conn)
 
@@ -319,7 +347,8 @@ class GeoPackageWriter:
         conn = self._conn
         try:
             conn.execute(
-                "UPDATE gpkg_contents SET last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE table_name = ?",
+                "UPDATE gpkg_contents SET last_change = strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+                " WHERE table_name = ?",
                 (self.table,),
             )
             conn.execute("PRAGMA journal_mode=DELETE")

@@ -95,13 +95,16 @@ def _polygonal(geom: BaseGeometry) -> BaseGeometry:
     return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
 
 
-def compute_footprint(src: rasterio.io.DatasetReader, max_pixels: int = FOOTPRINT_MAX_PIXELS) -> dict[str, Any]:
+def compute_footprint(
+    src: rasterio.io.DatasetReader, max_pixels: int = FOOTPRINT_MAX_PIXELS
+) -> dict[str, Any]:
     """GeoJSON geometry (EPSG:4326) of the valid pixels of ``src`` (union of the band masks).
 
     The dataset mask (nodata / internal mask / alpha) is read decimated so that its long side is at most
     ``max_pixels`` with average resampling (a decimated cell is valid if its average is > 0, i.e. if
-    about any of its pixels is valid, so the outline does not lose data), polygonised, grown by one decimated cell (covers the decimation and the simplification
-    error), simplified, its small holes (< 4 cells) filled, then reprojected to EPSG:4326.
+    about any of its pixels is valid, so the outline does not lose data), polygonised, grown by one
+    decimated cell (covers the decimation and the simplification error), simplified, its small holes
+    (< 4 cells) filled, then reprojected to EPSG:4326.
     """
     factor = max(1, math.ceil(max(src.width, src.height) / max_pixels))
     out_h, out_w = math.ceil(src.height / factor), math.ceil(src.width / factor)

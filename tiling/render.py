@@ -139,8 +139,10 @@ def _plan_source(src: rasterio.io.DatasetReader, out_res: float) -> _SourcePlan:
     level: int | None = None
     res = native
     for i, factor in enumerate(factors):
-        candidate = (native[0] * src.width / math.ceil(src.width / factor),
-                     native[1] * src.height / math.ceil(src.height / factor))
+        candidate = (
+            native[0] * src.width / math.ceil(src.width / factor),
+            native[1] * src.height / math.ceil(src.height / factor),
+        )
         if max(candidate) <= out_res * (1 + 1e-6):
             level, res = i, candidate
     return _SourcePlan(level, res)
@@ -151,7 +153,7 @@ def _dataset_range(source: str, mtime: float, indexes: tuple[int, ...]) -> tuple
     with rasterio.open(source) as src:
         dtype = np.dtype(src.dtypes[indexes[0] - 1])
         try:
-            stats = [src.statistics(i, approx=True) for i in indexes]
+            stats = src.stats(indexes=list(indexes), approx=True)
             lo, hi = min(s.min for s in stats), max(s.max for s in stats)
             if math.isfinite(lo) and math.isfinite(hi) and hi > lo:
                 return float(lo), float(hi)
@@ -201,8 +203,12 @@ def read_metatile(
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(source) as full:
             src_bounds = transform_bounds(full.crs, GRID_CRS, *full.bounds, densify_pts=21)
-            if not (src_bounds[0] < bounds[2] and bounds[0] < src_bounds[2]
-                    and src_bounds[1] < bounds[3] and bounds[1] < src_bounds[3]):
+            if not (
+                src_bounds[0] < bounds[2]
+                and bounds[0] < src_bounds[2]
+                and src_bounds[1] < bounds[3]
+                and bounds[1] < src_bounds[3]
+            ):
                 return None
             plan = _plan_source(full, out_res)
             indexes = list(non_alpha_indexes(full))
@@ -215,7 +221,6 @@ def read_metatile(
                     colormap = None
             else:
                 indexes = indexes[:3]
-            dtype = full.dtypes[indexes[0] - 1]
         open_kwargs = {} if plan.level is None else {"overview_level": plan.level}
         dst_transform = from_bounds(*bounds, width, height)
         vrt_options = {

@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.auth import require
 from api.deps import db_session
 from api.errors import NotFound
 from core import map_packages
@@ -23,7 +24,7 @@ def _finished_job(session: Session, package_name: str) -> MapJob:
     return job
 
 
-@router.get("/downloads/{package_name}")
+@router.get("/downloads/{package_name}", dependencies=[Depends(require("export"))])
 def download(package_name: str, session: Session = Depends(db_session)) -> FileResponse:
     if package_name.endswith(".sha256.json"):
         job = _finished_job(session, package_name.removesuffix(".sha256.json"))

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.auth import principal, require
 from api.deps import db_session
 from api.errors import BadRequest, Conflict, NotFound
 from api.schemas.layers import LayerCreate, LayerOut
@@ -18,7 +19,7 @@ from core.storage import get_storage
 router = APIRouter(prefix="/layers", tags=["catalog"])
 
 
-@router.post("", status_code=201, response_model=LayerOut)
+@router.post("", status_code=201, response_model=LayerOut, dependencies=[Depends(require("admin"))])
 def add_layer(body: LayerCreate, session: Session = Depends(db_session)) -> LayerOut:
     try:
         layer = register_layer(
@@ -31,7 +32,7 @@ def add_layer(body: LayerCreate, session: Session = Depends(db_session)) -> Laye
     return LayerOut.of(layer)
 
 
-@router.get("", response_model=list[LayerOut])
+@router.get("", response_model=list[LayerOut], dependencies=[Depends(principal)])
 def list_layers(session: Session = Depends(db_session)) -> list[LayerOut]:
     return [LayerOut.of(x) for x in session.scalars(select(Layer).order_by(Layer.created_at))]
 
@@ -47,12 +48,12 @@ def _layer(session: Session, db_id: str) -> Layer:
     return layer
 
 
-@router.get("/{db_id}", response_model=LayerOut)
+@router.get("/{db_id}", response_model=LayerOut, dependencies=[Depends(principal)])
 def get_layer(db_id: str, session: Session = Depends(db_session)) -> LayerOut:
     return LayerOut.of(_layer(session, db_id))
 
 
-@router.delete("/{db_id}")
+@router.delete("/{db_id}", dependencies=[Depends(require("admin"))])
 def delete_layer(db_id: str, session: Session = Depends(db_session)) -> dict[str, str]:
     layer = _layer(session, db_id)
     jobs = session.scalars(select(MapJob).where(MapJob.layer_id == layer.id)).all()

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
 from api import map_jobs
+from api.auth import principal, require
 from api.deps import db_session
 from api.errors import BadRequest
 from api.schemas.map_jobs import (
@@ -16,6 +17,7 @@ from api.schemas.map_jobs import (
     StorageOut,
 )
 from core.storage import get_storage
+from core.tokens import Principal
 
 router = APIRouter(tags=["createGpkg"])
 
@@ -28,9 +30,9 @@ router = APIRouter(tags=["createGpkg"])
     responses={400: {"description": "Bad Request"}, 404: {"description": "Could not find layer with matched dbId"},
                507: {"description": "Not enough free space for the package"}},
 )
-def create(body: ExportGetMap, session: Session = Depends(db_session)
+def create(body: ExportGetMap, session: Session = Depends(db_session), who: Principal = Depends(require("export"))
            ) -> CreateGpkgJobResponse | NaiveCacheJobResponse:
-    return map_jobs.create_job(session, body)
+    return map_jobs.create_job(session, body, who.subject)
 
 
 def _job_id(job_id: str) -> uuid.UUID:
@@ -41,16 +43,17 @@ def _job_id(job_id: str) -> uuid.UUID:
 
 
 @router.get("/create/{job_id}", response_model=JobOut)
-def status(job_id: str, session: Session = Depends(db_session)) -> JobOut:
-    return map_jobs.describe(map_jobs.get_job(session, _job_id(job_id)))
+def status(job_id: str, session: Session = Depends(db_session), who: Principal = Depends(principal)) -> JobOut:
+    return map_jobs.describe(map_jobs.get_job(session, _job_id(job_id), who))
 
 
 @router.delete("/create/{job_id}")
-def delete(job_id: str, session: Session = Depends(db_session)) -> dict[str, str]:
-    return map_jobs.delete_job(session, map_jobs.get_job(session, _job_id(job_id)))
+def delete(job_id: str, session: Session = Depends(db_session), who: Principal = Depends(principal)
+           ) -> dict[str, str]:
+    return map_jobs.delete_job(session, map_jobs.get_job(session, _job_id(job_id), who, manage=True))
 
 
-@router.get("/storage", response_model=StorageOut, tags=["storage"])
+@router.get("/storage", response_model=StorageOut, tags=["storage"], dependencies=[Depends(principal)])
 def storage() -> StorageOut:
     free, size = get_storage().usage()
     return StorageOut(free=free, size=size)

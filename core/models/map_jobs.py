@@ -54,6 +54,8 @@ class MapJob(Base):
     tile_format: Mapped[str] = mapped_column(String(8))
     callback_urls: Mapped[list] = mapped_column(JSON, default=list)
     owner: Mapped[str | None] = mapped_column(String(255), default=None)
+    # subjects whose identical request was answered with this job (the naive cache shares packages)
+    shared_with: Mapped[list] = mapped_column(JSON, default=list)
     tiles_planned: Mapped[int] = mapped_column(Integer, default=0)
     tiles_done: Mapped[int] = mapped_column(Integer, default=0)
     tiles_written: Mapped[int] = mapped_column(Integer, default=0)

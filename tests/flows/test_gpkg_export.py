@@ -254,3 +254,33 @@ def test_cli_layers_and_one_off_gpkg(stack, demo_cog: Path, tmp_path: Path) -> N
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["zooms"] == list(range(15)) and result["tiles_written"] > 0
     validate_gpkg(target)
+
+
+def test_jobs_belong_to_their_subject(client, runner, demo_cog: Path) -> None:
+    """GET/DELETE /create/{id}: the subject or an admin; a job shared through the cache is readable, not deletable."""
+    from tests.conftest import token
+
+    alice = {"x-api-key": token("alice", ("export",))}
+    bob = {"x-api-key": token("bob", ("export",))}
+    carol = {"x-api-key": token("carol", ("export",))}
+    db_id = register(client, demo_cog)
+    req = {"dbId": db_id, "bbox": [34.786, 31.982, 34.796, 31.992], "targetResolution": RES14 * 8, "callbackURLs": []}
+    job_id = client.post("/create", json=req, headers=alice).json()["id"]
+
+    r = client.get(f"/create/{job_id}", headers=carol)
+    assert r.status_code == 403 and r.json() == {"message": f"map job {job_id} belongs to another user"}
+    assert client.delete(f"/create/{job_id}", headers=carol).status_code == 403
+    assert client.get(f"/create/{job_id}", params={"token": token("alice", ("export",))}, headers={"x-api-key": ""}
+                      ).status_code == 200
+
+    # bob asks for the same package: the naive cache shares it (same layer data), so he may read it
+    shared = client.post("/create", json=req, headers=bob).json()
+    assert shared.get("id", shared.get("requestId")) == job_id
+    assert wait_final(client, job_id)["status"] == "Completed"
+    assert client.get(f"/create/{job_id}", headers=bob).status_code == 200
+    pkg = client.get(f"/create/{job_id}", headers=alice).json()["packageName"]
+    assert client.get(f"/downloads/{pkg}", headers=bob).status_code == 200
+    # ... but only the owner (or an admin) may delete it
+    r = client.delete(f"/create/{job_id}", headers=bob)
+    assert r.status_code == 403 and r.json() == {"message": f"map job {job_id} belongs to another user"}
+    assert client.delete(f"/create/{job_id}", headers=alice).status_code == 200

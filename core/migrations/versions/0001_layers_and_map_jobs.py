@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("tile_format", sa.String(length=8), nullable=False),
         sa.Column("callback_urls", sa.JSON(), nullable=False),
         sa.Column("owner", sa.String(length=255), nullable=True),
+        sa.Column("shared_with", sa.JSON(), nullable=False),
         sa.Column("tiles_planned", sa.Integer(), nullable=False),
         sa.Column("tiles_done", sa.Integer(), nullable=False),
         sa.Column("tiles_written", sa.Integer(), nullable=False),
