@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routers import downloads, layers, map_jobs
+from api.routers import downloads, layers, map_jobs, ops
 
 log = logging.getLogger("geoexport.api")
 
@@ -23,14 +23,12 @@ def create_app() -> FastAPI:
         description="Map packages (GeoPackage) and resource exports (zip), orchestrated by Prefect.",
     )
     install_error_handlers(app)
+    ops.install_request_metrics(app)
+    app.include_router(ops.router)
     app.include_router(layers.router)
     app.include_router(map_jobs.router)
     app.include_router(downloads.router)
     _include_optional(app)
-
-    @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     return app
 

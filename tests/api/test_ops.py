@@ -1,0 +1,36 @@
+"""Operations endpoints: liveness, readiness of each dependency, Prometheus metrics."""
+
+from __future__ import annotations
+
+from tests.conftest import free_port
+
+
+def test_health(client) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_ready_reports_each_dependency(client, prefect_api, monkeypatch) -> None:
+    from core.settings import reset_settings
+
+    # nothing listens on this port: the broker check must say so, the others pass
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    reset_settings()
+    r = client.get("/ready")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "not ready"
+    checks = body["checks"]
+    assert set(checks) == {"database", "prefect", "kafka", "storage"}
+    assert checks["database"]["status"] == checks["prefect"]["status"] == checks["storage"]["status"] == "ok"
+    assert checks["kafka"]["status"] == "error" and "no broker reachable" in checks["kafka"]["detail"]
+
+
+def test_metrics(client, demo_cog) -> None:
+    client.get("/layers")
+    client.get("/layers/00000000-0000-0000-0000-000000000000")
+    text = client.get("/metrics").text
+    assert 'geoexport_http_requests_total{method="GET",route="/layers",status="200"}' in text
+    assert 'route="/layers/{db_id}",status="404"' in text
+    assert "geoexport_http_request_duration_seconds_bucket" in text
+    assert "geoexport_tiles_written_total" in text
+    assert "geoexport_callback_failures_total" in text
