@@ -22,7 +22,7 @@ from api.schemas.map_jobs import (
     TileCounts,
 )
 from core import map_packages
-from core.launch import LaunchError, launch
+from core.launch import LaunchError, launch, queue_for_priority
 from core.models import JobStatus, Layer, MapJob, MapJobTask
 from core.models.map_jobs import ACTIVE_STATUSES
 from core.settings import get_settings
@@ -112,6 +112,8 @@ def create_job(session: Session, req: ExportGetMap, owner: str
             {"job_id": str(job_id)},
             flow_run_name=f"gpkg-{job.package_name}",
             tags=["gpkg", f"priority-{req.priority}"],
+            work_queue_name=queue_for_priority(req.priority),
+            idempotency_key=f"gpkg-{job_id}",
         )
     except LaunchError as exc:
         job.status = JobStatus.FAILED

@@ -13,8 +13,10 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="geoexport: map packages and resource exports")
 layers_app = typer.Typer(no_args_is_help=True, help="The raster catalog (layers a map package can name)")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema")
+deploy_app = typer.Typer(no_args_is_help=True, help="Prefect deployments, work pool and queues")
 app.add_typer(layers_app, name="layers")
 app.add_typer(db_app, name="db")
+app.add_typer(deploy_app, name="deployments")
 
 
 def _logging() -> None:
@@ -48,6 +50,49 @@ def serve(limit: Annotated[int, typer.Option(help="Flow runs at the same time")]
 
     _logging()
     serve_all(limit=limit)
+
+
+@app.command()
+def worker(
+    limit: Annotated[int, typer.Option(help="Flow runs this worker runs at once")] = 4,
+    name: Annotated[str | None, typer.Option(help="Worker name (default: host and pid)")] = None,
+) -> None:
+    """Start a Prefect process worker on the geoexport pool (creates the pool and queues if missing)."""
+    import os
+
+    from core.settings import get_settings
+    from flows.deployments import ensure_work_pool
+
+    _logging()
+    ensure_work_pool()
+    argv = [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", get_settings().work_pool,
+            "--type", "process", "--limit", str(limit)]
+    if name:
+        argv += ["--name", name]
+    os.execv(argv[0], argv)
+
+
+@deploy_app.command("render")
+def deployments_render(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file to write (default: stdout)")] = None,
+) -> None:
+    """Print (or write) deployments/prefect.yaml, generated from flows/deployments.py."""
+    from flows.deployments import render_prefect_yaml
+
+    text = render_prefect_yaml()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@deploy_app.command("pool")
+def deployments_pool() -> None:
+    """Create or update the process work pool and its priority queues on the Prefect server."""
+    from flows.deployments import WORK_QUEUES, ensure_work_pool
+
+    ensure_work_pool()
+    typer.echo("work pool ready; queues: " + ", ".join(f"{n} (priority {p})" for n, p, _ in WORK_QUEUES))
 
 
 @db_app.command("upgrade")

@@ -16,8 +16,23 @@ class LaunchError(RuntimeError):
     pass
 
 
+def queue_for_priority(priority: int) -> str | None:
+    """The work queue (priority band) of a map job, when the deployments run on a work pool."""
+    from core.settings import get_settings
+
+    s = get_settings()
+    if not s.use_work_queues:
+        return None  # the embedded runner serves deployments directly, without queues
+    if priority >= s.gpkg_high_priority:
+        return "gpkg-high"
+    if priority >= s.gpkg_normal_priority:
+        return "gpkg-normal"
+    return "gpkg-low"
+
+
 def launch(deployment: str, parameters: dict[str, Any], *, flow_run_name: str | None = None,
-           tags: list[str] | None = None) -> str:
+           tags: list[str] | None = None, work_queue_name: str | None = None,
+           idempotency_key: str | None = None) -> str:
     """Create a flow run of ``deployment`` and return its id without waiting for it."""
     from prefect.deployments import run_deployment
 
@@ -28,6 +43,9 @@ def launch(deployment: str, parameters: dict[str, Any], *, flow_run_name: str | 
             timeout=0,
             flow_run_name=flow_run_name,
             tags=tags,
+            work_queue_name=work_queue_name,
+            idempotency_key=idempotency_key,
+            as_subflow=False,
         )
     except Exception as exc:  # the Prefect API is down or the deployment is unknown
         log.error("launch failed deployment=%s error=%s", deployment, exc)

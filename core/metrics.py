@@ -15,7 +15,7 @@ from core.db import session_scope
 
 log = logging.getLogger("geoexport.metrics")
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+REGISTRY = CollectorRegistry(auto_describe=False)  # no collect() (a DB query) at import
 
 HTTP_REQUESTS = Counter(
     "geoexport_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"],

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     callbacks_deployment: str = "gpkg-callbacks/gpkg-callbacks"
     package_deployment: str = "package-export/package-export"
     cleanup_deployment: str = "cleanup-expired/cleanup-expired"
+    work_pool: str = Field("geoexport", description="Process work pool the deployments of prefect.yaml target.")
+    use_work_queues: bool = Field(False, description="Send map jobs to the gpkg-high/normal/low queue of their "
+                                  "priority (workers mode; the embedded runner has no queues).")
+    gpkg_high_priority: int = Field(1_000_000, description="Priority from which a map job goes to gpkg-high.")
+    gpkg_normal_priority: int = Field(1_000, description="Priority from which a map job goes to gpkg-normal.")
+    pool_concurrency: int | None = Field(None, ge=1, description="Flow runs at once across the work pool.")
+    package_concurrency: int = Field(4, ge=1, description="package-export runs at once.")
 
     # --- map packages ------------------------------------------------------------
     tile_format: TileFormat = "mixed"
