@@ -11,7 +11,7 @@ from shapely.geometry import box, shape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import BadRequest, Forbidden, InsufficientStorage, NotFound, ServiceUnavailable
+from api.errors import BadRequest, Conflict, Forbidden, InsufficientStorage, NotFound, ServiceUnavailable
 from api.schemas.map_jobs import (
     CallbackAttemptOut,
     CreateGpkgJobResponse,
@@ -23,7 +23,7 @@ from api.schemas.map_jobs import (
 )
 from core import map_packages
 from core.launch import LaunchError, launch, queue_for_priority
-from core.models import JobStatus, Layer, MapJob, MapJobTask
+from core.models import JobStatus, Layer, MapJob, MapJobTask, TaskStatus
 from core.models.map_jobs import ACTIVE_STATUSES
 from core.settings import get_settings
 from core.storage import get_storage
@@ -227,6 +227,36 @@ def describe(job: MapJob) -> JobOut:
         startedAt=job.started_at,
         completedAt=job.completed_at,
     )
+
+
+def retry_job(session: Session, job: MapJob) -> CreateGpkgJobResponse:
+    """Run a failed job again; blocks rendered before the failure are reused, not rendered again."""
+    if job.status != JobStatus.FAILED:
+        raise Conflict(f"only a Failed job can be retried; map job {job.id} is {job.status.value}")
+    job.status = JobStatus.PENDING
+    job.error_reason = None
+    job.completed_at = job.queued_at = job.started_at = None
+    for t in job.tasks:
+        if t.status != TaskStatus.COMPLETED:
+            t.status = TaskStatus.PENDING
+            t.error = None
+    session.commit()
+    try:
+        job.flow_run_id = launch(
+            get_settings().gpkg_deployment, {"job_id": str(job.id)},
+            flow_run_name=f"gpkg-{job.package_name}-retry{job.attempts + 1}",
+            tags=["gpkg", "retry", f"priority-{job.priority}"],
+            work_queue_name=queue_for_priority(job.priority),
+            idempotency_key=f"gpkg-{job.id}-retry{job.attempts + 1}",
+        )
+    except LaunchError as exc:
+        job.status = JobStatus.FAILED
+        job.error_reason = str(exc)
+        session.commit()
+        raise ServiceUnavailable(f"the job could not be restarted: {exc}") from exc
+    session.commit()
+    log.info("map job retried job=%s flow_run=%s", job.id, job.flow_run_id)
+    return CreateGpkgJobResponse(id=job.id, taskIds=[t.id for t in job.tasks])
 
 
 def delete_job(session: Session, job: MapJob) -> dict[str, Any]:

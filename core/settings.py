@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     callback_backoff_base: float = Field(1.0, ge=0, description="Seconds; attempt n waits base*2**(n-1).")
     callback_timeout: float = Field(10.0, gt=0)
     max_zoom: int = Field(22, ge=0, le=30)
+    heartbeat_seconds: float = Field(10, gt=0, description="How often a running map job touches its heartbeat.")
+    stall_timeout: float = Field(120, gt=0, description="Seconds without a heartbeat after which a job is crashed.")
     orphan_ttl_seconds: float = Field(6 * 3600, gt=0, description="Age after which temporary files are orphans.")
     cleanup_cron: str = Field("0 * * * *", description="Schedule of the cleanup-expired flow.")
 

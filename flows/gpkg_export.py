@@ -107,15 +107,18 @@ def gpkg_export(job_id: str) -> dict:
         logger.info("job=%s is %s, nothing to do", job_id, spec.status.value)
         return {"status": spec.status.value}
 
-    job_store.mark_queued(job_id, str(flow_run.get_id() or "") or None)
+    run_id = str(flow_run.get_id() or "") or None
+    job_store.mark_queued(job_id, run_id)
     if spec.status == JobStatus.PENDING:
         _wait_for_turn(job_id, settings.gpkg_concurrency)
-    logger.info("job=%s started: zoom 0-%d, %d tiles", job_id, spec.zoom, spec.tiles_planned)
+    attempt = job_store.begin_attempt(job_id, run_id)
+    logger.info("job=%s started (attempt %d): zoom 0-%d, %d tiles", job_id, attempt, spec.zoom, spec.tiles_planned)
 
     try:
-        _check_source(spec.source)
-        _render_all(job_id, spec)
-        result = write_geopackage_task(job_id)
+        with job_store.Heartbeat(job_id, settings.heartbeat_seconds):
+            _check_source(spec.source)
+            _render_all(job_id, spec)
+            result = write_geopackage_task(job_id)
         if not job_store.complete(job_id, result["size"], result["sha256"]):
             raise JobAborted("job was cancelled before completion")
         logger.info("job=%s completed: %d tiles written, %d bytes", job_id, result["tiles"], result["size"])

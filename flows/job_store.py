@@ -118,6 +118,8 @@ def mark_task(task_id: str, status: TaskStatus, *, done: int | None = None, writ
         if t is None:
             return
         t.status = status
+        if status == TaskStatus.IN_PROGRESS:
+            t.renders += 1
         if done is not None:
             t.tiles_done = done
         if written is not None:
@@ -158,6 +160,51 @@ def complete(job_id: str, file_size: int, sha256: str) -> bool:
         job.sha256 = sha256
         job.error_reason = None
         return True
+
+
+def begin_attempt(job_id: str, flow_run_id: str | None) -> int:
+    """Count a flow run working on the job; returns the attempt number."""
+    with session_scope() as s:
+        job = s.get(MapJob, uuid.UUID(job_id))
+        if job is None:
+            return 0
+        job.attempts += 1
+        job.heartbeat_at = now()
+        if flow_run_id:
+            job.flow_run_id = flow_run_id
+        return job.attempts
+
+
+def beat(job_id: str) -> None:
+    with session_scope() as s:
+        s.execute(update(MapJob).where(MapJob.id == uuid.UUID(job_id)).values(heartbeat_at=now()))
+
+
+class Heartbeat:
+    """Touches the job's heartbeat while the flow works, so a dead process can be told from a slow one."""
+
+    def __init__(self, job_id: str, every: float) -> None:
+        import threading
+
+        self.job_id = job_id
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id[:8]}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                beat(self.job_id)
+            except Exception:  # a missed beat is harmless; the next one retries
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def fail(job_id: str, reason: str) -> None:

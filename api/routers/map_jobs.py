@@ -53,6 +53,13 @@ def delete(job_id: str, session: Session = Depends(db_session), who: Principal =
     return map_jobs.delete_job(session, map_jobs.get_job(session, _job_id(job_id), who, manage=True))
 
 
+@router.post("/create/{job_id}/retry", response_model=CreateGpkgJobResponse)
+def retry(job_id: str, session: Session = Depends(db_session), who: Principal = Depends(require("export"))
+          ) -> CreateGpkgJobResponse:
+    """Run a Failed job again (after a crash, say); finished tile blocks are reused."""
+    return map_jobs.retry_job(session, map_jobs.get_job(session, _job_id(job_id), who, manage=True))
+
+
 @router.get("/storage", response_model=StorageOut, tags=["storage"], dependencies=[Depends(principal)])
 def storage() -> StorageOut:
     free, size = get_storage().usage()

@@ -69,6 +69,9 @@ class MapJob(Base):
     # set when the flow run reaches the admission gate and waits for a free slot
     queued_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
+    # touched by the running flow every few seconds: a stale value means its process is gone
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # flow runs that worked on this job
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -97,6 +100,7 @@ class MapJobTask(Base):
     tiles_planned: Mapped[int] = mapped_column(Integer)
     tiles_done: Mapped[int] = mapped_column(Integer, default=0)
     tiles_written: Mapped[int] = mapped_column(Integer, default=0)
+    renders: Mapped[int] = mapped_column(Integer, default=0)  # times this block was rendered (resume skips done ones)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
