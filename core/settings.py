@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(85, ge=1, le=100)
     batch_tiles: int = Field(256, ge=1, description="Tiles per work unit (task) of a map package.")
     tile_workers: int = Field(2, ge=1, description="Concurrent tile batches within one map package.")
+    task_runner: Literal["thread", "dask"] = Field("thread", description="Where tile batches run: threads of the "
+                                                   "flow process, or a Dask cluster (needs prefect-dask).")
+    dask_address: str = Field("", description="Scheduler of an existing Dask cluster; empty: a LocalCluster.")
+    dask_workers: int = Field(2, ge=1, description="Processes of the LocalCluster when no address is given.")
     gpkg_concurrency: int = Field(2, ge=1, description="Map packages rendered at the same time.")
     package_ttl_days: float = Field(30, gt=0)
     callback_retries: int = Field(5, ge=0)

@@ -96,7 +96,20 @@ def write_geopackage_task(job_id: str) -> dict:
     return {"size": side["size"], "sha256": side["sha256"], "tiles": written}
 
 
-@flow(name="gpkg-export", task_runner=ThreadPoolTaskRunner(max_workers=get_settings().tile_workers))
+def _task_runner():  # type: ignore[no-untyped-def]
+    """Threads of this process by default; a Dask cluster to spread one big export over machines."""
+    s = get_settings()
+    if s.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if s.dask_address:
+            return DaskTaskRunner(address=s.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": s.dask_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=s.tile_workers)
+
+
+@flow(name="gpkg-export", task_runner=_task_runner())
 def gpkg_export(job_id: str) -> dict:
     logger = get_run_logger()
     settings = get_settings()
