@@ -13,7 +13,9 @@ import typer
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from core.logs import configure_logging
+
+    configure_logging(logging.INFO)
 
 
 def _stop_on_signals() -> threading.Event:

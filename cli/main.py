@@ -20,7 +20,9 @@ app.add_typer(deploy_app, name="deployments")
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from core.logs import configure_logging
+
+    configure_logging(logging.INFO)
 
 
 @app.command()
@@ -40,7 +42,8 @@ def api(host: str | None = None, port: int | None = None) -> None:
 
     _logging()
     s = get_settings()
-    uvicorn.run("api.app:app", host=host or s.host, port=port or s.port, log_level="info")
+    # log_config=None: uvicorn logs through our handler (text or JSON, GEOEXPORT_LOG_FORMAT)
+    uvicorn.run("api.app:app", host=host or s.host, port=port or s.port, log_level="info", log_config=None)
 
 
 @app.command()

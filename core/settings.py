@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under var_dir.")
     data_dir: Path | None = Field(None, description="Package and upload storage; default: var_dir/data.")
 
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text or JSON objects.")
+
     # --- HTTP API ------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
