@@ -60,6 +60,14 @@ def test_deploy_and_two_workers_share_the_load(prefect_api: str, demo_cog: Path,
         assert dep["work_pool_name"] == "geoexport" and dep["work_queue_name"] == "ops"
         assert dep["schedules"][0]["schedule"]["cron"] == "0 * * * *"
         assert dep["concurrency_limit"] == 1 or dep.get("global_concurrency_limit", {}).get("limit") == 1
+        # the server's scheduler turns the cron into scheduled runs (this broke once on SQLAlchemy 2.1)
+        def scheduled() -> list:
+            runs = httpx.post(f"{prefect_api}/flow_runs/filter",
+                              json={"deployments": {"id": {"any_": [dep["id"]]}}}).json()
+            return [r for r in runs if r["state_type"] == "SCHEDULED"]
+
+        upcoming = wait_until(scheduled, 60, 1, what="scheduled cleanup runs")
+        assert all(r["expected_start_time"].endswith(("00:00Z", "00:00+00:00")) for r in upcoming)
         gpkg = httpx.get(f"{prefect_api}/deployments/name/gpkg-export/gpkg-export").json()
         assert gpkg["entrypoint"] == "flows.gpkg_export:gpkg_export"
 
