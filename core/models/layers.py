@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, String
+from sqlalchemy import JSON, Double, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, utcnow
@@ -21,7 +21,7 @@ class Layer(Base):
     product_version: Mapped[str] = mapped_column(String(64))
     footprint: Mapped[dict] = mapped_column(JSON)
     bounds: Mapped[list] = mapped_column(JSON)
-    max_resolution: Mapped[float]
+    max_resolution: Mapped[float] = mapped_column(Double)
     max_zoom: Mapped[int]
     bands: Mapped[int]
     dtype: Mapped[str] = mapped_column(String(32))

@@ -62,3 +62,4 @@ def test_expired_package_is_removed_and_no_longer_cached(client, runner, stack, 
 
     # idempotent: a second run finds nothing more
     assert cleanup_expired()["expired_packages"] == 0
+    fresh.unlink()

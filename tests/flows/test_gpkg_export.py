@@ -182,7 +182,7 @@ def test_failed_job_records_why_and_publishes_nothing(client, runner, demo_cog: 
     from core.map_packages import package_path
 
     assert not package_path(job["packageName"]).exists()
-    assert not list(package_path(job["packageName"]).parent.glob("*.partial"))
+    assert not list(package_path(job["packageName"]).parent.glob(f".{job['packageName']}.*.partial"))
     wait_until(lambda: callback_server.payloads("/f"), 60, what="the failure callback")
     cb = callback_server.payloads("/f")[0]
     assert cb["success"] is False and cb["status"] == "Failed" and cb["errorReason"] == job["errorReason"]
@@ -195,12 +195,12 @@ def test_higher_priority_starts_first(prefect_api: str, demo_cog: Path, tmp_path
     from api.app import create_app
     from core.db import session_scope
     from core.models import JobStatus, MapJob
-    from tests.conftest import make_stack, start_runner, stop_process
+    from tests.conftest import make_stack, start_runner, stop_process, token
 
     stack = make_stack("prio", "sqlite", tmp_path_factory.mktemp("prio"), {"GEOEXPORT_GPKG_CONCURRENCY": "1"})
     proc = start_runner(stack, prefect_api)
     try:
-        with TestClient(create_app()) as client:
+        with TestClient(create_app(), headers={"x-api-key": token()}) as client:
             db_id = register(client, demo_cog)
             # the one slot is held by a job that is "running" (a row only, no flow run)
             with session_scope() as s:
