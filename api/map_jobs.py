@@ -28,7 +28,7 @@ from core.models.map_jobs import ACTIVE_STATUSES
 from core.settings import get_settings
 from core.storage import get_storage
 from core.tokens import Principal
-from tiling.grid import estimate_package_bytes, plan_batches, plan_pyramid, tile_range, zoom_for_resolution
+from tiling.grid import estimate_package_bytes, plan_units, tile_range, zoom_for_resolution
 
 log = logging.getLogger("geoexport.map_jobs")
 
@@ -68,8 +68,8 @@ def create_job(session: Session, req: ExportGetMap, owner: str
     if hit is not None:
         return hit
 
-    ranges = plan_pyramid(clip_bbox, zoom)
-    batches = plan_batches(ranges, settings.batch_tiles)
+    # work units: blocks of the finest zoom that also build the coarser zooms above them (tiling.grid)
+    ranges, units = plan_units(clip_bbox, zoom, 0, settings.batch_tiles)
     estimated = estimate_package_bytes(ranges)
     free, _size = get_storage().usage()
     if estimated > free:
@@ -99,9 +99,10 @@ def create_job(session: Session, req: ExportGetMap, owner: str
     job.tasks = [
         MapJobTask(
             id=uuid.uuid4(), seq=i, zoom=b.zoom, min_col=b.min_col, min_row=b.min_row,
-            max_col=b.max_col, max_row=b.max_row, tiles_planned=b.count,
+            max_col=b.max_col, max_row=b.max_row, tiles_planned=u.count,
         )
-        for i, b in enumerate(batches)
+        for i, u in enumerate(units)
+        for b in (u.batch,)
     ]
     session.add(job)
     session.commit()

@@ -59,6 +59,7 @@ def demo_source(
     via: Annotated[str, typer.Option(help="upload (internal API) or kafka (results topic)")] = "upload",
     psk: Annotated[str | None, typer.Option(help="Pre-shared key (default: the demo's in GEOEXPORT_PSKS)")] = None,
     base_url: Annotated[str | None, typer.Option(help="geoexport API (default GEOEXPORT_PUBLIC_URL)")] = None,
+    group_id: Annotated[str, typer.Option(help="Consumer group of the demo application")] = "demo-export-source",
 ) -> None:
     """The demo source application: serves application 'demo' (users, events) from generated data."""
     from core.kafka import bootstrap_servers, consumer_config
@@ -71,11 +72,14 @@ def demo_source(
     key = psk or (s.psks.get(APPLICATION) if isinstance(s.psks, dict) else (s.psks[0] if s.psks else None))
     if via == "upload" and not key:
         raise typer.BadParameter("no pre-shared key for the demo application: set GEOEXPORT_PSKS or --psk")
-    cc = consumer_config("demo-export-source")
+    cc = consumer_config(group_id)
+    # the group timeouts of the results consumer: on the bundled broker a restarted member otherwise waits
+    # a whole max.poll.interval for the group to rebalance
+    timeouts = ("session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms")
     app = SourceApp(
         APPLICATION, rows, bootstrap_servers=bootstrap_servers(), base_url=base_url or s.base_url, psk=key, via=via,
-        requests_topic=s.kafka_requests_topic, results_topic=s.kafka_results_topic,
-        kafka_config={"consumer": {k: cc[k] for k in ("session.timeout.ms", "heartbeat.interval.ms")}},
+        group_id=group_id, requests_topic=s.kafka_requests_topic, results_topic=s.kafka_results_topic,
+        kafka_config={"consumer": {k: cc[k] for k in timeouts}},
     )
     app.run(_stop_on_signals())
 

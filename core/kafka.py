@@ -47,6 +47,9 @@ def consumer_config(group_id: str, **extra: Any) -> dict[str, Any]:
         "session.timeout.ms": s.kafka_session_timeout_ms,
         "heartbeat.interval.ms": max(500, s.kafka_session_timeout_ms // 3),
         "max.poll.interval.ms": s.kafka_max_poll_interval_ms,
+        # A subscription to a topic that does not exist yet is only joined once metadata shows the topic;
+        # with the default 5-minute refresh a consumer started before the topic waits that long.
+        "topic.metadata.refresh.interval.ms": 2000,
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 16 * 1024 * 1024,
         **extra,

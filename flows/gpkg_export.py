@@ -21,7 +21,7 @@ from flows import job_store
 from flows.callbacks import send_callbacks
 from tiling.batchfile import read_batch_file, write_batch_file
 from tiling.gpkg import GeoPackageWriter, write_sidecar
-from tiling.grid import Batch
+from tiling.grid import Batch, WorkUnit, unit_levels
 from tiling.render import render_batch
 
 
@@ -47,19 +47,21 @@ def batch_file(job_id: str, batch: Batch) -> Path:
 @task(name="render-batch", retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=_io_error_only,
       task_run_name="render-z{batch[zoom]}-{task_id}")
 def render_batch_task(job_id: str, task_id: str, source: str, batch: dict, tile_format: str,
-                      footprint: dict | None) -> int:
-    """Read one block of tiles from the layer, encode them, hand them to the writer as a batch file."""
+                      footprint: dict | None, levels: int = 0, clip_bounds: list[float] | None = None) -> int:
+    """Read one block of tiles from the layer (and build the ``levels`` coarser zooms above it by
+    downsampling), encode them, hand them to the writer as a batch file."""
     b = Batch.from_dict(batch)
+    unit = WorkUnit(b, levels)
     job_store.mark_task(task_id, TaskStatus.IN_PROGRESS)
     settings = get_settings()
     try:
         tiles = render_batch(source, b, tile_format=tile_format, footprint=footprint,
-                             jpeg_quality=settings.jpeg_quality)
+                             jpeg_quality=settings.jpeg_quality, levels=levels, clip_bounds=clip_bounds)
         write_batch_file(batch_file(job_id, b), tiles)
     except Exception as exc:
         job_store.mark_task(task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
-    job_store.mark_task(task_id, TaskStatus.COMPLETED, done=b.count, written=len(tiles))
+    job_store.mark_task(task_id, TaskStatus.COMPLETED, done=unit.count, written=len(tiles))
     return len(tiles)
 
 
@@ -171,19 +173,22 @@ def _wait_for_turn(job_id: str, limit: int) -> None:
 def _render_all(job_id: str, spec: job_store.JobSpec) -> None:
     map_packages.job_work_dir(job_id).mkdir(parents=True, exist_ok=True)
     todo = []
-    for t in job_store.tasks(job_id):
+    tasks = job_store.tasks(job_id)
+    zooms = [t.zoom for t in tasks]
+    for t in tasks:
         b = Batch(t.zoom, t.min_col, t.min_row, t.max_col, t.max_row)
         # a finished batch whose file is still there is reused (a resumed run does not redo it)
         if t.status == TaskStatus.COMPLETED and batch_file(job_id, b).exists():
             continue
-        todo.append((str(t.id), b))
+        todo.append((str(t.id), b, unit_levels(t.zoom, spec.zoom, zooms)))
 
     artifact = create_progress_artifact(
         progress=0.0, key=f"gpkg-{job_id}", description=f"tiles rendered for map job {job_id}"
     )
     futures = [
-        render_batch_task.submit(job_id, task_id, spec.source, b.to_dict(), spec.tile_format, spec.footprint)
-        for task_id, b in todo
+        render_batch_task.submit(job_id, task_id, spec.source, b.to_dict(), spec.tile_format, spec.footprint,
+                                 levels, list(spec.snapped_bbox))
+        for task_id, b, levels in todo
     ]
     aborted = False
     failure: BaseException | None = None

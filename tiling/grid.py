@@ -257,6 +257,91 @@ def plan_batches(ranges: Iterable[TileRange], batch_tiles: int = 256) -> list[Ba
     return batches
 
 
+# ------------------------------------------------------------------------------------ pyramid planning
+
+
+def parent_range(block: _Block, levels: int) -> TileRange:
+    """The tiles of zoom ``block.zoom - levels`` that cover ``block`` (its ancestors ``levels`` up)."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 0 <= levels <= block.zoom:
+        raise ValueError(f"levels must be an integer in 0..{block.zoom}, got {levels!r}")
+    return TileRange(
+        block.zoom - levels,
+        block.min_col >> levels,
+        block.min_row >> levels,
+        block.max_col >> levels,
+        block.max_row >> levels,
+    )
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A batch read from the source, plus ``levels`` coarser zooms built by downsampling it in memory.
+
+    ``batch`` is aligned to multiples of ``2**levels`` tiles in global indices (unless clipped by the job
+    extent), so every tile of zoom ``batch.zoom - j`` (``j <= levels``) produced by a unit has all its
+    children in that unit: units never overlap and never need each other.
+    """
+
+    batch: Batch
+    levels: int = 0
+
+    def __post_init__(self) -> None:
+        parent_range(self.batch, self.levels)  # validates
+
+    def ranges(self) -> list[TileRange]:
+        """The tiles this unit produces, finest zoom first."""
+        return [parent_range(self.batch, j) for j in range(self.levels + 1)]
+
+    @property
+    def count(self) -> int:
+        return sum(r.count for r in self.ranges())
+
+
+def pyramid_side(batch_tiles: int) -> int:
+    """Side (tiles) of a pyramid unit's finest block: the largest power of two <= ``sqrt(batch_tiles)``."""
+    if isinstance(batch_tiles, bool) or not isinstance(batch_tiles, int) or batch_tiles < 1:
+        raise ValueError(f"batch_tiles must be a positive integer, got {batch_tiles!r}")
+    return 1 << (math.isqrt(batch_tiles).bit_length() - 1)
+
+
+def plan_units(
+    bbox: Iterable[float], max_zoom: int, min_zoom: int = 0, batch_tiles: int = 256
+) -> tuple[list[TileRange], list[WorkUnit]]:
+    """Plan a pyramid job as work units: ``(ranges per zoom ascending, units)``.
+
+    The finest zoom is split into aligned blocks of ``pyramid_side(batch_tiles)`` tiles; each block's unit
+    also builds the ``levels = log2(side)`` coarser zooms (capped at ``max_zoom - min_zoom``) by 2×2
+    downsampling. The zooms coarser than that are planned as ordinary batches (``levels=0``) read from the
+    source. The ranges of the coarser zooms are the ancestors of the finest range (so the pyramid holds
+    exactly the finest zoom's extent at every zoom). Order: the finest zoom's units, then the others from
+    fine to coarse. Every tile of every range belongs to exactly one unit.
+    """
+    _check_zoom(max_zoom)
+    _check_zoom(min_zoom)
+    if min_zoom > max_zoom:
+        raise ValueError(f"min_zoom ({min_zoom}) must be <= max_zoom ({max_zoom})")
+    side = pyramid_side(batch_tiles)
+    top = tile_range(bbox, max_zoom)
+    ranges = [parent_range(top, max_zoom - z) for z in range(min_zoom, max_zoom + 1)]
+    levels = min(side.bit_length() - 1, max_zoom - min_zoom)
+    units = [WorkUnit(b, levels) for b in plan_batches([top], side * side)]
+    lower = [r for r in ranges if r.zoom < max_zoom - levels]
+    units += [WorkUnit(b, 0) for b in sorted(plan_batches(lower, batch_tiles), key=lambda b: -b.zoom)]
+    return ranges, units
+
+
+def unit_levels(batch_zoom: int, max_zoom: int, batch_zooms: Iterable[int], min_zoom: int = 0) -> int:
+    """The ``levels`` of a planned batch, recovered from the zooms of all the job's batches.
+
+    Only batches of ``max_zoom`` build coarser zooms: those down to (excluding) the finest zoom that has
+    batches of its own, or down to ``min_zoom``. A job planned batch-per-zoom gets 0 everywhere.
+    """
+    if batch_zoom != max_zoom:
+        return 0
+    below = [z for z in batch_zooms if z < max_zoom]
+    return max_zoom - 1 - max(below) if below else max_zoom - min_zoom
+
+
 #: Default per-tile size used by :func:`estimate_package_bytes`: a pessimistic figure for a 256×256
 #: tile (a JPEG q85 of imagery is typically 10–40 kB, a PNG with transparency 50–120 kB).
 DEFAULT_BYTES_PER_TILE = 128 * 1024

@@ -1,7 +1,9 @@
-"""One-off export pipeline: plan → render batches in parallel → single GeoPackage writer → sidecar.
+"""One-off export pipeline: plan → render work units in parallel → single GeoPackage writer → sidecar.
 
 Used by the ``geoexport gpkg`` CLI and the benchmarks; the Prefect flow calls the same pieces itself
-(``plan_pyramid``/``plan_batches``, ``render_batch`` + ``write_batch_file``, ``GeoPackageWriter``).
+(``plan_units``, ``render_batch`` + ``write_batch_file``, ``GeoPackageWriter``). A work unit reads one
+block of the finest zoom and builds the coarser zooms above it by downsampling in memory
+(:class:`tiling.grid.WorkUnit`); only the few tiles of the coarsest zooms are read from source overviews.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import shapely
 from shapely.geometry import mapping
 
 from tiling.gpkg import GeoPackageWriter, write_sidecar
-from tiling.grid import Batch, plan_batches, plan_pyramid, snap_bbox
+from tiling.grid import WorkUnit, plan_units, snap_bbox
 from tiling.render import EncodedTile, OutputFormat, Resampling, render_batch
 
 ExecutorKind = Literal["thread", "process"]
@@ -57,24 +59,24 @@ def _make_executor(kind: ExecutorKind, workers: int) -> cf.Executor:
 
 
 def render_batches(
-    render: Callable[[Batch], list[EncodedTile]],
-    batches: list[Batch],
+    render: Callable[[WorkUnit], list[EncodedTile]],
+    batches: list[WorkUnit],
     *,
     workers: int,
     executor: ExecutorKind = DEFAULT_EXECUTOR,
-) -> Iterator[tuple[Batch, list[EncodedTile]]]:
-    """Yield ``(batch, tiles)`` as batches complete; at most ``2 * workers`` batches are in flight."""
+) -> Iterator[tuple[WorkUnit, list[EncodedTile]]]:
+    """Yield ``(unit, tiles)`` as units complete; at most ``workers + 1`` units are in flight."""
     if workers <= 1:
         for batch in batches:
             yield batch, render(batch)
         return
     pool = _make_executor(executor, workers)
-    pending: dict[cf.Future[list[EncodedTile]], Batch] = {}
+    pending: dict[cf.Future[list[EncodedTile]], WorkUnit] = {}
     todo = iter(batches)
     try:
         for batch in todo:
             pending[pool.submit(render, batch)] = batch
-            if len(pending) >= 2 * workers:
+            if len(pending) >= workers + 1:
                 break
         while pending:
             done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -88,6 +90,10 @@ def render_batches(
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _render_unit(source: str, unit: WorkUnit, **kwargs: Any) -> list[EncodedTile]:
+    return render_batch(source, unit.batch, levels=unit.levels, **kwargs)
 
 
 def _footprint_properties(
@@ -132,20 +138,20 @@ def export_gpkg(
     """
     out_path = Path(out_path)
     box = tuple(float(v) for v in bbox)
-    ranges = plan_pyramid(box, max_zoom, min_zoom)
-    batches = plan_batches(ranges, batch_tiles)
+    ranges, units = plan_units(box, max_zoom, min_zoom, batch_tiles)
     planned = sum(r.count for r in ranges)
     bounds = snap_bbox(box, max_zoom)
     zooms = list(range(0, max_zoom + 1))
     tmp = partial_path(out_path)
     tmp.unlink(missing_ok=True)
     render = partial(
-        render_batch,
+        _render_unit,
         source,
         tile_format=tile_format,
         resampling=resampling,
         jpeg_quality=jpeg_quality,
         footprint=footprint,
+        clip_bounds=bounds,
     )
     writer: GeoPackageWriter | None = None
     try:
@@ -160,9 +166,9 @@ def export_gpkg(
         done = 0
         if progress:
             progress(0, planned)
-        for batch, tiles in render_batches(render, batches, workers=workers, executor=executor):
+        for unit, tiles in render_batches(render, units, workers=workers, executor=executor):
             writer.write_tiles(tiles)
-            done += batch.count
+            done += unit.count
             if progress:
                 progress(done, planned)
         geometry = footprint if footprint is not None else mapping(shapely.box(*bounds))

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from core.db import session_scope
 from core.models.base import utcnow
@@ -29,7 +29,7 @@ LEASE = timedelta(seconds=30)
 
 def pending_count() -> int:
     with session_scope() as s:
-        return len(s.scalars(select(OutboxMessage.id).where(OutboxMessage.sent_at.is_(None))).all())
+        return s.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))) or 0
 
 
 def _claim(limit: int, export_ids: Iterable[uuid.UUID] | None) -> tuple[str, list[OutboxMessage]]:

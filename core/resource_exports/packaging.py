@@ -175,8 +175,10 @@ def build_package(export_id: str) -> PackageResult | None:
                 if src.id not in names:
                     continue
                 path = files.source_file(exp.id, src.id, exp.format)
+                info = zipfile.ZipInfo(names[src.id], date_time=now.timetuple()[:6])
+                info.compress_type = zipfile.ZIP_DEFLATED
                 # force_zip64: the size is not known to the writer up front and may pass 4 GB
-                with path.open("rb") as f, zf.open(names[src.id], "w", force_zip64=True) as dst:
+                with path.open("rb") as f, zf.open(info, "w", force_zip64=True) as dst:
                     while chunk := f.read(CHUNK):
                         dst.write(chunk)
             zf.writestr("meta.json", json.dumps(doc, indent=2, default=str))

@@ -9,13 +9,12 @@ launches packaging exactly once (``start_packaging``).
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, update
 
 from core.db import session_scope
 from core.launch import LaunchError, launch
@@ -160,15 +159,3 @@ def start_packaging(export_id: uuid.UUID) -> str | None:
     log.info("packaging launched export=%s flow_run=%s", export_id, run_id)
     return run_id
 
-
-def pending_sources(export_id: uuid.UUID) -> int:
-    with session_scope() as s:
-        return len(s.scalars(select(ExportSource.id).where(ExportSource.export_id == export_id,
-                                                           ExportSource.status == SourceStatus.PENDING)).all())
-
-
-def remove_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -1,0 +1,196 @@
+"""End-to-end overhead: the benchmark job through ``POST /create`` + the Prefect flow vs the one-off CLI.
+
+Starts, as subprocesses on free loopback ports with a temporary ``GEOEXPORT_VAR_DIR``: a Prefect server,
+``geoexport serve`` (the runner) and ``geoexport api`` — with the service's default settings (runner poll
+every 2 s, 2 tile workers, mixed format, auth on: a token is minted with ``core.tokens.mint``). Each
+repeat registers the layer again (a new dbId, so the naive cache cannot answer) and times ``POST /create``
+→ ``GET /create/{id}`` reporting ``Completed`` (polled every 0.2 s). The CLI renders the same tiles (the
+job's snapped bbox, zooms 0..max) with the same format.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench_tools import RssPoller, run_measured, tile_stats, validate
+
+BIN = Path(sys.executable).parent
+MB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(check: Any, timeout: float, what: str, proc: subprocess.Popen | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
+        try:
+            value = check()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class _Callbacks(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Callbacks.received.append(json.loads(body or b"{}"))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _final(client: httpx.Client, job_id: str) -> dict | None:
+    body = client.get(f"/create/{job_id}").json()
+    return body if body["status"] in ("Completed", "Failed", "Aborted") else None
+
+
+def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
+    var = Path(tempfile.mkdtemp(prefix="geoexport-bench-e2e-"))
+    api_port, prefect_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "GEOEXPORT_VAR_DIR": str(var),
+        "GEOEXPORT_JWT_SECRET": secrets.token_hex(32),
+        "GEOEXPORT_PORT": str(api_port),
+        "GEOEXPORT_PREFECT_PORT": str(prefect_port),
+        "GEOEXPORT_TILE_WORKERS": str(workers),
+        "PREFECT_HOME": str(var / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "2"),
+    }
+    procs: list[subprocess.Popen] = []
+    cb_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    threading.Thread(target=cb_server.serve_forever, daemon=True).start()
+    cb_url = f"http://127.0.0.1:{cb_server.server_address[1]}/cb"
+
+    def start(name: str, argv: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(var / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen(argv, env={**env, **(extra or {})}, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        procs.append(p)
+        return p
+
+    print(f"\n== e2e: Prefect server :{prefect_port}, runner, API :{api_port}, var {var} ==", flush=True)
+    api = f"http://127.0.0.1:{api_port}"
+    result: dict[str, Any] = {}
+    try:
+        subprocess.run([str(BIN / "geoexport"), "db", "upgrade"], env=env, check=True, capture_output=True)
+        server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+        prefect = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+            env=server_env, stdout=open(var / "prefect.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True)
+        procs.append(prefect)
+        _wait(lambda: httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200, 180,
+              "the Prefect server", prefect)
+        runner = start("runner", [str(BIN / "geoexport"), "serve"])
+        _wait(lambda: httpx.get(f"{env['PREFECT_API_URL']}/deployments/name/gpkg-export/gpkg-export",
+                                timeout=2).status_code == 200, 180, "the runner's deployments", runner)
+        api_proc = start("api", [str(BIN / "geoexport"), "api", "--port", str(api_port)])
+        _wait(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 120, "the API", api_proc)
+        token = subprocess.run(
+            [sys.executable, "-c", "from core.tokens import mint; print(mint('bench', ['admin'], 7200))"],
+            env=env, check=True, capture_output=True, text=True, cwd=str(Path(__file__).resolve().parent.parent),
+        ).stdout.strip()
+        client = httpx.Client(base_url=api, headers={"x-api-key": token}, timeout=60)
+        time.sleep(2.0)  # let the runner settle after registering its deployments
+
+        from tiling.grid import resolution_for_zoom
+
+        walls, rss, cli_walls, cli_rss, jobs = [], [], [], [], []
+        for i in range(repeat):
+            r = client.post("/layers", json={"source": str(job.source), "productName": f"bench-{i}"})
+            r.raise_for_status()
+            db_id = r.json()["dbId"]
+            body = {"dbId": db_id, "bbox": list(job.bbox), "targetResolution": resolution_for_zoom(job.zoom),
+                    "callbackURLs": [cb_url]}
+            with RssPoller(runner.pid) as poll:
+                t0 = time.perf_counter()
+                created = client.post("/create", json=body)
+                created.raise_for_status()
+                job_id = created.json()["id"]
+                status = _wait(partial(_final, client, job_id), 3600, f"map job {job_id}")
+                wall = time.perf_counter() - t0
+            if status["status"] != "Completed":
+                raise RuntimeError(f"map job failed: {status}")
+            walls.append(wall)
+            rss.append(poll.peak)
+            jobs.append(status)
+            print(f"  [e2e run {i + 1}/{repeat}] service {wall:7.2f} s  flow processes peak RSS "
+                  f"{poll.peak / MB:5.0f} MB  ({status['tiles']['planned']} tiles planned, "
+                  f"{status['tiles']['written']} written, {len(created.json()['taskIds'])} tasks)", flush=True)
+            out = work / "e2e-cli.gpkg"
+            out.unlink(missing_ok=True)
+            out.with_name(out.name + ".sha256.json").unlink(missing_ok=True)
+            snapped = status["snappedBbox"]
+            run = run_measured([str(BIN / "geoexport"), "gpkg", str(job.source), "--bbox", *map(repr, snapped),
+                                "--resolution", repr(resolution_for_zoom(job.zoom)), "-o", str(out), "--format",
+                                "mixed", "--min-zoom", "0", "--workers", str(workers), "-q"], env=env)
+            cli_walls.append(run.wall)
+            cli_rss.append(run.peak_rss)
+            cli_info = json.loads(run.stdout.strip().splitlines()[-1])
+            print(f"  [e2e run {i + 1}/{repeat}] CLI     {run.wall:7.2f} s  peak RSS {run.peak_rss / MB:5.0f} MB  "
+                  f"({cli_info['tiles_planned']} planned, {cli_info['tiles_written']} written)", flush=True)
+        last = jobs[-1]
+        pkg = Path(var) / "data" / "packages" / last["packageName"]
+        valid = validate(pkg) if pkg.exists() else "package file not found"
+        stats = tile_stats(pkg) if pkg.exists() else {}
+        service, cli = statistics.median(walls), statistics.median(cli_walls)
+        result = {
+            "service_s": round(service, 2), "service_runs": [round(w, 2) for w in walls],
+            "cli_s": round(cli, 2), "cli_runs": [round(w, 2) for w in cli_walls],
+            "ratio": round(service / cli, 3), "tiles_planned": last["tiles"]["planned"],
+            "tiles_written": last["tiles"]["written"], "tasks": len(last["tasks"]),
+            "flow_peak_rss_mb": round(max(rss) / MB), "cli_peak_rss_mb": round(max(cli_rss) / MB),
+            "package_valid": "valid" if not valid else valid, "package_tiles": stats.get("tiles"),
+        }
+        print(f"e2e: service {service:.2f} s vs CLI {cli:.2f} s (medians of {repeat}) -> overhead "
+              f"x{service / cli:.3f} ({100 * (service / cli - 1):+.1f}%); {result['tiles_planned']} tiles planned, "
+              f"{result['tiles_written']} written in {result['tasks']} tasks; flow processes peak RSS "
+              f"{result['flow_peak_rss_mb']} MB; package {result['package_valid']}", flush=True)
+        return result
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, 15)
+                except ProcessLookupError:
+                    pass
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+        cb_server.shutdown()
+        if result:
+            shutil.rmtree(var, ignore_errors=True)

@@ -1,0 +1,242 @@
+"""Helpers of the GeoPackage benchmark: measured subprocesses, GeoPackage checks, tile comparison."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces/parentheses: fields after the last ')'
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+def tree_rss(root: int) -> int:
+    """Sum of the resident set sizes (bytes) of ``root`` and all its descendants."""
+    kids = _children_map()
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+        todo.extend(kids.get(pid, []))
+    return total
+
+
+class RssPoller:
+    """Poll the summed RSS of a process tree in a thread; ``peak`` is the maximum seen (bytes)."""
+
+    def __init__(self, root: int, interval: float = 0.1) -> None:
+        self.root, self.interval, self.peak = root, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.root))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Run:
+    wall: float
+    peak_rss: int
+    stdout: str
+
+
+def run_measured(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
+    """Run ``argv``; wall time and the peak summed RSS of its process tree (polled every 0.1 s)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    with RssPoller(proc.pid) as poll:
+        out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
+    return Run(wall, poll.peak, out.decode())
+
+
+# ----------------------------------------------------------------------------------------- geopackages
+
+
+def validate(path: Path) -> str:
+    """GDAL's validate_gpkg.py (gdal-utils); returns '' when valid, else its output."""
+    out = subprocess.run(
+        [sys.executable, "-m", "osgeo_utils.samples.validate_gpkg", str(path)], capture_output=True, text=True
+    )
+    return "" if out.returncode == 0 else (out.stdout + out.stderr).strip()[-2000:]
+
+
+def tiles_table(con: sqlite3.Connection) -> str:
+    (name,) = con.execute("SELECT table_name FROM gpkg_contents WHERE data_type = 'tiles'").fetchone()
+    return name
+
+
+def tile_index(path: Path) -> dict[tuple[int, int, int], int]:
+    """``(zoom, col, row) -> rowid`` of every stored tile."""
+    con = sqlite3.connect(path)
+    try:
+        table = tiles_table(con)
+        rows = con.execute(f'SELECT id, zoom_level, tile_column, tile_row FROM "{table}"')
+        return {(z, c, r): i for i, z, c, r in rows}
+    finally:
+        con.close()
+
+
+def tile_stats(path: Path) -> dict[str, object]:
+    con = sqlite3.connect(path)
+    try:
+        table = tiles_table(con)
+        kinds: Counter[str] = Counter()
+        for (head,) in con.execute(f'SELECT substr(tile_data, 1, 4) FROM "{table}"'):
+            kinds["png" if head[:4] == b"\x89PNG" else "jpeg" if head[:2] == b"\xff\xd8" else "other"] += 1
+        zooms = dict(con.execute(f'SELECT zoom_level, count(*) FROM "{table}" GROUP BY zoom_level'))
+        return {"tiles": sum(kinds.values()), "kinds": dict(kinds), "per_zoom": zooms}
+    finally:
+        con.close()
+
+
+def _decode(blob: bytes) -> np.ndarray:
+    img = Image.open(io.BytesIO(blob))
+    img.load()
+    return np.asarray(img.convert("RGBA"))
+
+
+@dataclass
+class Comparison:
+    common: int
+    only_ours: int
+    only_ref: int
+    worst_mad: float
+    mean_mad: float
+    worst_zoom: int
+    over_tol: int
+    alpha_mismatch: float
+
+    def ok(self) -> bool:
+        return self.only_ours == 0 and self.only_ref == 0 and self.over_tol == 0
+
+
+def compare(ours: Path, ref: Path, tol: float, max_zoom: int, tol_low: float, sample: int | None = None) -> Comparison:
+    """Mean absolute RGB difference per tile over pixels opaque in both, for tiles stored in both files.
+
+    ``tol`` applies at ``max_zoom``, ``tol_low`` below, and only to tiles at least 1% opaque in both.
+    ``alpha_mismatch``: fraction of pixels opaque in exactly one of the two (all compared tiles).
+    """
+    a_idx, b_idx = tile_index(ours), tile_index(ref)
+    common = sorted(set(a_idx) & set(b_idx))
+    keys = common
+    if sample and len(common) > sample:
+        rng = np.random.default_rng(0)
+        keys = [common[i] for i in sorted(rng.choice(len(common), sample, replace=False))]
+    ca, cb = sqlite3.connect(ours), sqlite3.connect(ref)
+    ta, tb = tiles_table(ca), tiles_table(cb)
+    worst, worst_zoom, total, over, mism, npx = 0.0, -1, 0.0, 0, 0, 0
+    try:
+        for key in keys:
+            (blob_a,) = ca.execute(f'SELECT tile_data FROM "{ta}" WHERE id=?', (a_idx[key],)).fetchone()
+            (blob_b,) = cb.execute(f'SELECT tile_data FROM "{tb}" WHERE id=?', (b_idx[key],)).fetchone()
+            pa, pb = _decode(blob_a), _decode(blob_b)
+            va, vb = pa[..., 3] > 0, pb[..., 3] > 0
+            both = va & vb
+            mism += int(np.count_nonzero(va ^ vb))
+            npx += va.size
+            if not both.any():
+                continue
+            mad = float(np.abs(pa[..., :3].astype(np.int16) - pb[..., :3].astype(np.int16))[both].mean())
+            total += mad
+            if mad > worst:
+                worst, worst_zoom = mad, key[0]
+            # slivers (< 1% of the tile opaque in both) are too small for a meaningful mean
+            if both.mean() >= 0.01 and mad > (tol if key[0] == max_zoom else tol_low):
+                over += 1
+    finally:
+        ca.close()
+        cb.close()
+    return Comparison(
+        common=len(common),
+        only_ours=len(set(a_idx) - set(b_idx)),
+        only_ref=len(set(b_idx) - set(a_idx)),
+        worst_mad=worst,
+        mean_mad=total / max(1, len(keys)),
+        worst_zoom=worst_zoom,
+        over_tol=over,
+        alpha_mismatch=mism / max(1, npx),
+    )
+
+
+def encode_floor(path: Path, cores: int, sample: int | None = None) -> tuple[float, int]:
+    """Seconds to only encode the tiles of ``path`` again with geoexport's codec settings, over ``cores``.
+
+    Every stored tile is decoded (not timed) and re-encoded with ``tiling.render.encode_tile`` in the same
+    format it was stored in (JPEG stays JPEG, PNG stays PNG, RGB stays RGB); the single-thread time is
+    divided by ``cores``. With ``sample``, a random sample is timed and scaled to the whole file.
+    """
+    from tiling.render import EncodeOptions, encode_tile
+
+    con = sqlite3.connect(path)
+    try:
+        table = tiles_table(con)
+        ids = [i for (i,) in con.execute(f'SELECT id FROM "{table}"')]
+        n_all = len(ids)
+        if sample and n_all > sample:
+            rng = np.random.default_rng(1)
+            ids = sorted(int(i) for i in rng.choice(ids, sample, replace=False))
+        spent = 0.0
+        for i in ids:
+            (blob,) = con.execute(f'SELECT tile_data FROM "{table}" WHERE id=?', (i,)).fetchone()
+            img = Image.open(io.BytesIO(blob))
+            img.load()
+            arr = np.asarray(img)
+            if img.format == "JPEG":
+                pixels, alpha, opts = arr, np.ones(arr.shape[:2], bool), EncodeOptions("jpeg")
+            elif arr.ndim == 3 and arr.shape[2] == 4:
+                pixels, alpha, opts = arr[..., :3], arr[..., 3] > 0, EncodeOptions("png")
+            else:
+                pixels, alpha, opts = arr, np.ones(arr.shape[:2], bool), EncodeOptions("png")
+            pixels = np.ascontiguousarray(pixels)
+            t0 = time.perf_counter()
+            encode_tile(pixels, alpha, opts)
+            spent += time.perf_counter() - t0
+    finally:
+        con.close()
+    return spent * n_all / max(1, len(ids)) / cores, n_all
