@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import Header, Path
+from fastapi import Depends, Path
 
 from api.errors import Forbidden, Unauthorized
+from api.identity import psk_header
 from core.settings import get_settings
 
 HEADER = "x-rh-exports-psk"
@@ -37,6 +38,6 @@ def check_psk(application: str, key: str | None) -> None:
         raise Unauthorized("invalid pre-shared key")
 
 
-def source_application(application: str = Path(), x_rh_exports_psk: str | None = Header(None, alias=HEADER)) -> str:
+def source_application(application: str = Path(), x_rh_exports_psk: str | None = Depends(psk_header)) -> str:
     check_psk(application, x_rh_exports_psk)
     return application

@@ -50,7 +50,7 @@ class CleanupReport:
         }
 
 
-def _size(path: Path) -> int:
+def path_size(path: Path) -> int:
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     try:
@@ -68,7 +68,7 @@ def expire_map_packages(report: CleanupReport, now: datetime) -> None:
         for job in due:
             paths = [map_packages.package_path(job.package_name), map_packages.sidecar_path(job.package_name),
                      map_packages.job_work_dir(job.id)]
-            size = sum(_size(p) for p in paths)
+            size = sum(path_size(p) for p in paths)
             report.add(f"expired package {job.package_name} (job {job.id})", None, size)
             report.expired_packages += 1
             if report.dry_run:
@@ -92,7 +92,7 @@ def remove_orphan_work_dirs(report: CleanupReport, older_than: float) -> None:
         # batch files of an active job are kept for a resumed run, however old
         if not d.is_dir() or d.name in active or d.stat().st_mtime > cutoff:
             continue
-        size = _size(d)
+        size = path_size(d)
         report.orphan_work_dirs += 1
         report.add("work files of a finished job", d, size)
         if not report.dry_run:
@@ -111,7 +111,7 @@ def remove_orphan_temp_files(report: CleanupReport, older_than: float) -> None:
                 continue  # still being written
         except FileNotFoundError:
             continue
-        size = _size(f)
+        size = path_size(f)
         report.orphan_temp_files += 1
         report.add("orphaned temporary file", f, size)
         if not report.dry_run:

@@ -11,10 +11,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 TileFormat = Literal["png", "jpeg", "mixed"]
+
+
+class ServiceKey(BaseModel):
+    """A pre-shared key with which a service may call the public export API for some organisations."""
+
+    key: str = Field(min_length=16)
+    org_ids: list[str] = Field(min_length=1)
 
 
 class Settings(BaseSettings):
@@ -79,6 +86,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(500 * 1024 * 1024, gt=0)
     sources: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     psks: Annotated[dict[str, str] | list[str], NoDecode] = Field(default_factory=list)
+    # service-to-service callers of the public API: name → {"key": ..., "org_ids": [...]}
+    service_psks: Annotated[dict[str, ServiceKey], NoDecode] = Field(default_factory=dict)
     kafka_bootstrap_servers: str = Field(
         "",
         validation_alias=AliasChoices("GEOEXPORT_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
@@ -97,6 +106,14 @@ class Settings(BaseSettings):
     @field_validator("sources", mode="before")
     @classmethod
     def _parse_sources(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            return json.loads(v) if v else {}
+        return v
+
+    @field_validator("service_psks", mode="before")
+    @classmethod
+    def _parse_service_psks(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = v.strip()
             return json.loads(v) if v else {}
