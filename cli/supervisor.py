@@ -152,6 +152,22 @@ def run_all() -> int:
         sup.stop()
 
 
+def _exports_example(base: str) -> str:
+    if not get_settings().demo_source:
+        return ""
+    from core.resource_exports.identity import encode_identity
+
+    ident = encode_identity("12345", "alice")
+    return f"""
+  a resource export from the demo source application (as user alice of org 12345):
+    curl -s -X POST {base}/api/export/v1/exports -H 'x-rh-identity: {ident}' \\
+      -H 'content-type: application/json' \\
+      -d '{{"name": "demo", "format": "csv", "sources": [{{"application": "demo", "resource": "users"}}]}}'
+    curl -s {base}/api/export/v1/exports/<id>/status -H 'x-rh-identity: {ident}'
+    curl -s -o export.zip {base}/api/export/v1/exports/<id> -H 'x-rh-identity: {ident}'
+"""
+
+
 def _banner(db_id: str) -> None:
     from core.tokens import mint
 
@@ -173,10 +189,10 @@ def _banner(db_id: str) -> None:
   demo layer     dbId {db_id}
 {token_line}
 
-  try:
+  a map package:
     curl -s -X POST {base}/create {header}-H 'content-type: application/json' \\
       -d '{{"dbId": "{db_id}", "bbox": [34.8119, 31.9547, 34.8224, 31.9643],
            "targetResolution": 0.0000429153442382812, "callbackURLs": []}}'
-
+{_exports_example(base)}
   Ctrl-C stops everything.
 """, flush=True)
