@@ -12,6 +12,21 @@ import re
 from datetime import UTC, datetime
 
 _IDS = re.compile(r"\b(job|export|source|flow_run|layer|task)=([0-9a-fA-F-]{8,36})\b")
+# ?token=… in a URL (access logs of download links) must never reach a log line
+_TOKEN_PARAM = re.compile(r"([?&]token=)[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    return _TOKEN_PARAM.sub(r"\1[redacted]", text)
+
+
+class RedactTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,6 +53,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(RedactTokens())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
