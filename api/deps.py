@@ -4,16 +4,9 @@ from collections.abc import Iterator
 
 from sqlalchemy.orm import Session
 
-from core.db import session_factory
+from core.db import session_scope
 
 
 def db_session() -> Iterator[Session]:
-    session = session_factory()()
-    try:
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()

@@ -10,53 +10,49 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.errors import ClientError
+
 log = logging.getLogger("geoexport.api")
 
 
-class ApiError(Exception):
-    status_code = 400
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if status_code is not None:
-            self.status_code = status_code
+class ApiError(ClientError):
+    """An error the API answers with ``{"message": ...}`` and the status of its class."""
 
 
 class BadRequest(ApiError):
-    status_code = 400
+    status = 400
 
 
 class Unauthorized(ApiError):
-    status_code = 401
+    status = 401
 
 
 class Forbidden(ApiError):
-    status_code = 403
+    status = 403
 
 
 class NotFound(ApiError):
-    status_code = 404
+    status = 404
 
 
 class Conflict(ApiError):
-    status_code = 409
+    status = 409
 
 
 class Gone(ApiError):
-    status_code = 410
+    status = 410
 
 
 class PayloadTooLarge(ApiError):
-    status_code = 413
+    status = 413
 
 
 class InsufficientStorage(ApiError):
-    status_code = 507
+    status = 507
 
 
 class ServiceUnavailable(ApiError):
-    status_code = 503
+    status = 503
 
 
 def _loc(loc: tuple) -> str:
@@ -81,9 +77,9 @@ def validation_message(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"message": exc.message}, status_code=exc.status_code)
+    @app.exception_handler(ClientError)
+    async def _client_error(_: Request, exc: ClientError) -> JSONResponse:
+        return JSONResponse({"message": exc.message}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -107,25 +107,30 @@ def create_job(session: Session, req: ExportGetMap, owner: str
     session.add(job)
     session.commit()
 
+    _start_flow(session, job, "the job was recorded but could not be started")
+    log.info("map job created job=%s layer=%s zoom=%d tiles=%d flow_run=%s",
+             job_id, layer.id, zoom, job.tiles_planned, job.flow_run_id)
+    return CreateGpkgJobResponse(id=job_id, taskIds=[t.id for t in job.tasks])
+
+
+def _start_flow(session: Session, job: MapJob, failure: str) -> None:
+    """Launch the job's gpkg-export flow run; a launch that fails leaves the job Failed (503)."""
+    attempt = "" if job.attempts == 0 else f"-retry{job.attempts + 1}"
     try:
-        flow_run_id = launch(
-            settings.gpkg_deployment,
-            {"job_id": str(job_id)},
-            flow_run_name=f"gpkg-{job.package_name}",
-            tags=["gpkg", f"priority-{req.priority}"],
-            work_queue_name=queue_for_priority(req.priority),
-            idempotency_key=f"gpkg-{job_id}",
+        job.flow_run_id = launch(
+            get_settings().gpkg_deployment,
+            {"job_id": str(job.id)},
+            flow_run_name=f"gpkg-{job.package_name}{attempt}",
+            tags=["gpkg", f"priority-{job.priority}"] + (["retry"] if attempt else []),
+            work_queue_name=queue_for_priority(job.priority),
+            idempotency_key=f"gpkg-{job.id}{attempt}",
         )
     except LaunchError as exc:
         job.status = JobStatus.FAILED
         job.error_reason = str(exc)
         session.commit()
-        raise ServiceUnavailable(f"the job was recorded but could not be started: {exc}") from exc
-    job.flow_run_id = flow_run_id
+        raise ServiceUnavailable(f"{failure}: {exc}") from exc
     session.commit()
-    log.info("map job created job=%s layer=%s zoom=%d tiles=%d flow_run=%s",
-             job_id, layer.id, zoom, job.tiles_planned, flow_run_id)
-    return CreateGpkgJobResponse(id=job_id, taskIds=[t.id for t in job.tasks])
 
 
 def _share(job: MapJob, subject: str) -> None:
@@ -242,20 +247,7 @@ def retry_job(session: Session, job: MapJob) -> CreateGpkgJobResponse:
             t.status = TaskStatus.PENDING
             t.error = None
     session.commit()
-    try:
-        job.flow_run_id = launch(
-            get_settings().gpkg_deployment, {"job_id": str(job.id)},
-            flow_run_name=f"gpkg-{job.package_name}-retry{job.attempts + 1}",
-            tags=["gpkg", "retry", f"priority-{job.priority}"],
-            work_queue_name=queue_for_priority(job.priority),
-            idempotency_key=f"gpkg-{job.id}-retry{job.attempts + 1}",
-        )
-    except LaunchError as exc:
-        job.status = JobStatus.FAILED
-        job.error_reason = str(exc)
-        session.commit()
-        raise ServiceUnavailable(f"the job could not be restarted: {exc}") from exc
-    session.commit()
+    _start_flow(session, job, "the job could not be restarted")
     log.info("map job retried job=%s flow_run=%s", job.id, job.flow_run_id)
     return CreateGpkgJobResponse(id=job.id, taskIds=[t.id for t in job.tasks])
 

@@ -15,12 +15,15 @@ from shapely.validation import explain_validity
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.errors import ClientError
 from core.models import Layer, MapJob
 from tiling.inspect import RasterError, inspect_raster
 
 
-class CatalogError(ValueError):
+class CatalogError(ClientError, ValueError):
     """The client's layer registration cannot be accepted (a 400)."""
+
+    status = 400
 
 
 def _resolve_source(source: str) -> str:

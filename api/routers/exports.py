@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -16,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from api.deps import db_session
-from api.errors import ApiError, BadRequest
+from api.errors import BadRequest, Gone, PayloadTooLarge
 from api.identity import current_identity
 from api.psk import source_application
 from api.schemas.exports import (
@@ -34,7 +32,6 @@ from api.schemas.exports import (
 )
 from core.models.exports import Export, ExportStatus
 from core.resource_exports import queries
-from core.resource_exports.errors import ExportError
 from core.resource_exports.formats import MalformedResult
 from core.resource_exports.identity import Identity
 from core.resource_exports.outbox import try_publish_now
@@ -47,15 +44,6 @@ log = logging.getLogger("geoexport.api.exports")
 public = APIRouter(prefix="/api/export/v1", tags=["resource exports"])
 internal = APIRouter(prefix="/app/export/v1", tags=["resource exports: source applications"])
 routers = [public, internal]
-
-
-@contextmanager
-def _answers() -> Iterator[None]:
-    """The export logic's errors carry their status; give them the API's {message} shape."""
-    try:
-        yield
-    except ExportError as exc:
-        raise ApiError(exc.message, exc.status) from exc
 
 
 def _export_out(e: Export) -> ExportOut:
@@ -84,8 +72,7 @@ def create(body: ExportCreate, background: BackgroundTasks, identity: Identity =
             SourceRequest(s.application, s.resource, s.filters, s.expires) for s in body.sources
         ],
     )
-    with _answers():
-        export = create_export(session, identity, req)
+    export = create_export(session, identity, req)
     session.commit()  # the export and its request messages (the outbox rows) in one transaction
     background.add_task(try_publish_now, export.id)
     return _export_out(export)
@@ -173,8 +160,7 @@ def _links(request: Request, count: int, limit: int, offset: int) -> Links:
 @public.get("/exports/{export_id}/status", response_model=ExportStatusOut, summary="An export and its sources")
 def export_status(export_id: str, identity: Identity = Depends(current_identity),
                   session: Session = Depends(db_session)) -> ExportStatusOut:
-    with _answers():
-        e = queries.get_owned(session, identity, export_id)
+    e = queries.get_owned(session, identity, export_id)
     return ExportStatusOut(
         **_meta(e).model_dump(),
         sources=[SourceStatusOut(id=s.id, application=s.application, resource=s.resource, filters=s.filters or {},
@@ -186,9 +172,8 @@ def export_status(export_id: str, identity: Identity = Depends(current_identity)
             responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not ready yet"}})
 def download(export_id: str, identity: Identity = Depends(current_identity),
              session: Session = Depends(db_session)) -> FileResponse:
-    with _answers():
-        e = queries.get_owned(session, identity, export_id)
-        path = queries.package_path(e)
+    e = queries.get_owned(session, identity, export_id)
+    path = queries.package_path(e)
     # streamed from disk in chunks by FileResponse, never read whole
     return FileResponse(path, media_type="application/zip", filename=f"{e.id}.zip")
 
@@ -196,8 +181,7 @@ def download(export_id: str, identity: Identity = Depends(current_identity),
 @public.delete("/exports/{export_id}", status_code=202, response_model=Accepted, summary="Delete an export")
 def delete(export_id: str, identity: Identity = Depends(current_identity),
            session: Session = Depends(db_session)) -> Accepted:
-    with _answers():
-        e = queries.get_owned(session, identity, export_id)
+    e = queries.get_owned(session, identity, export_id)
     queries.delete_export(session, e)
     return Accepted(message=f"export {export_id} deleted")
 
@@ -210,14 +194,13 @@ def delete(export_id: str, identity: Identity = Depends(current_identity),
                openapi_extra={"requestBody": {"content": {"application/json": {}, "text/csv": {}}}})
 async def upload(export_id: str, source_id: str, request: Request,
                  application: str = Depends(source_application)) -> Accepted:
-    with _answers():
-        target = await run_in_threadpool(find_target, export_id, application, source_id)
+    target = await run_in_threadpool(find_target, export_id, application, source_id)
     limit = get_settings().max_upload_bytes
     too_large = f"the upload is larger than the limit of {limit} bytes (GEOEXPORT_MAX_UPLOAD_BYTES)"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         await run_in_threadpool(fail_source, target, too_large, 413)
-        raise ApiError(too_large, 413)
+        raise PayloadTooLarge(too_large)
     tmp = temp_path(target)
     size = 0
     try:
@@ -233,13 +216,13 @@ async def upload(export_id: str, source_id: str, request: Request,
     if size > limit:
         tmp.unlink(missing_ok=True)
         await run_in_threadpool(fail_source, target, too_large, 413)
-        raise ApiError(too_large, 413)
+        raise PayloadTooLarge(too_large)
     try:
         stored = await run_in_threadpool(complete_from_file, target, tmp)
     except MalformedResult as exc:
         raise BadRequest(f"malformed {target.format} result: {exc}; the source is marked failed") from exc
     if not stored:
-        raise ApiError(f"source {source_id} already finished; the result was not taken", 410)
+        raise Gone(f"source {source_id} already finished; the result was not taken")
     return Accepted(message=f"result of source {source_id} accepted ({size} bytes)")
 
 
@@ -247,10 +230,9 @@ async def upload(export_id: str, source_id: str, request: Request,
                summary="Report that a source could not produce its data")
 def error(export_id: str, source_id: str, body: ResultError,
           application: str = Depends(source_application)) -> Accepted:
-    with _answers():
-        target = find_target(export_id, application, source_id)
+    target = find_target(export_id, application, source_id)
     if not fail_source(target, body.message, _plain(body.error)):
-        raise ApiError(f"source {source_id} already finished; the error was not taken", 410)
+        raise Gone(f"source {source_id} already finished; the error was not taken")
     return Accepted(message=f"error of source {source_id} recorded")
 
 

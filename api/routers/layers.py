@@ -11,7 +11,7 @@ from api.deps import db_session
 from api.errors import BadRequest, Conflict, NotFound
 from api.schemas.layers import LayerCreate, LayerOut
 from core import map_packages
-from core.catalog import CatalogError, register_layer
+from core.catalog import register_layer
 from core.models import Layer, MapJob
 from core.models.map_jobs import ACTIVE_STATUSES
 from core.storage import get_storage
@@ -21,13 +21,10 @@ router = APIRouter(prefix="/layers", tags=["catalog"])
 
 @router.post("", status_code=201, response_model=LayerOut, dependencies=[Depends(require("admin"))])
 def add_layer(body: LayerCreate, session: Session = Depends(db_session)) -> LayerOut:
-    try:
-        layer = register_layer(
-            session, body.source, product_id=body.productId, product_name=body.productName,
-            product_version=body.productVersion, footprint=body.footprint,
-        )
-    except CatalogError as exc:
-        raise BadRequest(str(exc)) from exc
+    layer = register_layer(  # a CatalogError is a 400 with its message (api/errors.py)
+        session, body.source, product_id=body.productId, product_name=body.productName,
+        product_version=body.productVersion, footprint=body.footprint,
+    )
     session.commit()
     return LayerOut.of(layer)
 

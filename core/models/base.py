@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid
+from sqlalchemy import JSON, DateTime, Enum, MetaData, TypeDecorator, Uuid
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -26,6 +27,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+def enum_column(e: type[enum.Enum], length: int = 32) -> Enum:
+    """Enum values stored as plain strings (no native type): portable and easy to extend."""
+    return Enum(e, values_callable=lambda x: [m.value for m in x], native_enum=False, length=length)
 
 
 NAMING = {

@@ -7,10 +7,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.models.base import Base, utcnow
+from core.models.base import Base, enum_column, utcnow
 
 
 class ExportStatus(enum.StrEnum):
@@ -27,10 +27,6 @@ class SourceStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-def _enum(e: type[enum.Enum]) -> Enum:
-    return Enum(e, values_callable=lambda x: [m.value for m in x], native_enum=False, length=16)
-
-
 class Export(Base):
     """One requested export: a zip of what every source application sends back."""
 
@@ -40,7 +36,7 @@ class Export(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(255))
     format: Mapped[str] = mapped_column(String(8))
-    status: Mapped[ExportStatus] = mapped_column(_enum(ExportStatus), default=ExportStatus.PENDING)
+    status: Mapped[ExportStatus] = mapped_column(enum_column(ExportStatus, 16), default=ExportStatus.PENDING)
     org_id: Mapped[str] = mapped_column(String(64))
     username: Mapped[str] = mapped_column(String(255))
     identity_type: Mapped[str] = mapped_column(String(32))
@@ -70,7 +66,7 @@ class ExportSource(Base):
     application: Mapped[str] = mapped_column(String(255))
     resource: Mapped[str] = mapped_column(String(255))
     filters: Mapped[dict] = mapped_column(JSON, default=dict)
-    status: Mapped[SourceStatus] = mapped_column(_enum(SourceStatus), default=SourceStatus.PENDING)
+    status: Mapped[SourceStatus] = mapped_column(enum_column(SourceStatus, 16), default=SourceStatus.PENDING)
     message: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
     file_size: Mapped[int | None] = mapped_column(BigInteger, default=None)

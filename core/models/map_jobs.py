@@ -4,10 +4,10 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Enum, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.models.base import Base, utcnow
+from core.models.base import Base, enum_column, utcnow
 
 
 class JobStatus(enum.StrEnum):
@@ -30,10 +30,6 @@ class TaskStatus(enum.StrEnum):
     FAILED = "Failed"
 
 
-def _enum(e: type[enum.Enum]) -> Enum:
-    return Enum(e, values_callable=lambda x: [m.value for m in x], native_enum=False, length=32)
-
-
 class MapJob(Base):
     """One requested map package (a GeoPackage of one layer, bbox and zoom range)."""
 
@@ -44,7 +40,7 @@ class MapJob(Base):
     layer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("layers.id", ondelete="RESTRICT"))
     # Identical requests (same layer, crs, zoom, snapped bbox) share a cache key.
     cache_key: Mapped[str] = mapped_column(String(128))
-    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.PENDING)
+    status: Mapped[JobStatus] = mapped_column(enum_column(JobStatus), default=JobStatus.PENDING)
     bbox: Mapped[list] = mapped_column(JSON)  # as requested
     snapped_bbox: Mapped[list] = mapped_column(JSON)  # clipped to the footprint, snapped to the grid
     target_resolution: Mapped[float] = mapped_column(Float)
@@ -96,7 +92,7 @@ class MapJobTask(Base):
     min_row: Mapped[int] = mapped_column(Integer)
     max_col: Mapped[int] = mapped_column(Integer)
     max_row: Mapped[int] = mapped_column(Integer)
-    status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus), default=TaskStatus.PENDING)
+    status: Mapped[TaskStatus] = mapped_column(enum_column(TaskStatus), default=TaskStatus.PENDING)
     tiles_planned: Mapped[int] = mapped_column(Integer)
     tiles_done: Mapped[int] = mapped_column(Integer, default=0)
     tiles_written: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+from core.errors import ClientError
 
-class ExportError(Exception):
+
+class ExportError(ClientError):
     status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class InvalidRequest(ExportError):
