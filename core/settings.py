@@ -103,17 +103,9 @@ class Settings(BaseSettings):
     export_sweep_interval: float = Field(30, gt=0, description="Seconds between source-timeout sweeps.")
     demo_source: bool = Field(True, description="`geoexport run` starts the demo source application.")
 
-    @field_validator("sources", mode="before")
+    @field_validator("sources", "service_psks", mode="before")
     @classmethod
-    def _parse_sources(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = v.strip()
-            return json.loads(v) if v else {}
-        return v
-
-    @field_validator("service_psks", mode="before")
-    @classmethod
-    def _parse_service_psks(cls, v: Any) -> Any:
+    def _parse_json_map(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = v.strip()
             return json.loads(v) if v else {}
