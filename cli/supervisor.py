@@ -109,6 +109,9 @@ class Supervisor:
             time.sleep(1)
 
     def stop(self) -> None:
+        # a second signal while stopping must not leave children behind
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         for svc, proc in reversed(self.procs):
             if proc.poll() is None:
                 print(f"[geoexport] stopping {svc.name}", flush=True)
@@ -124,6 +127,10 @@ class Supervisor:
                 proc.wait()
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_all() -> int:
     from cli.demo import ensure_demo_layer
     from core.migrate import upgrade
@@ -134,7 +141,11 @@ def run_all() -> int:
     upgrade()
     get_storage()
     sup = Supervisor()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C (SIGINT) and SIGTERM both stop everything. SIGINT is set explicitly because a shell
+    # starting us in the background hands it down ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         services = plan_services()
         for svc in services:
