@@ -18,10 +18,11 @@ from core.settings import get_settings
 log = logging.getLogger("geoexport.callbacks")
 
 
-def _record(job_id: uuid.UUID, url: str, attempt: int, status_code: int | None, error: str | None, ok: bool) -> None:
+def _record(job_id: uuid.UUID, url: str, job_status: str, attempt: int, status_code: int | None,
+            error: str | None, ok: bool) -> None:
     with session_scope() as s:
-        s.add(CallbackAttempt(job_id=job_id, url=url, attempt=attempt, status_code=status_code, error=error,
-                              success=ok))
+        s.add(CallbackAttempt(job_id=job_id, url=url, job_status=job_status, attempt=attempt,
+                              status_code=status_code, error=error, success=ok))
 
 
 def post_with_backoff(job_id: uuid.UUID, url: str, payload: dict) -> bool:
@@ -40,7 +41,7 @@ def post_with_backoff(job_id: uuid.UUID, url: str, payload: dict) -> bool:
         except httpx.HTTPError as exc:
             ok = False
             error = f"{type(exc).__name__}: {exc}"
-        _record(job_id, url, attempt, status_code, error, ok)
+        _record(job_id, url, payload["status"], attempt, status_code, error, ok)
         log.info("callback job=%s url=%s attempt=%d ok=%s status=%s", job_id, url, attempt, ok, status_code)
         if ok:
             return True
@@ -57,7 +58,10 @@ def send_callbacks(job_id: str) -> dict[str, bool]:
         if job is None:
             return {}
         payload = map_packages.job_payload(job)
-        urls = list(job.callback_urls)
+        # an outcome already delivered to a URL is not sent again (a cancelled flow and the
+        # cancellation itself may both get here)
+        told = {a.url for a in job.callback_attempts if a.success and a.job_status == payload["status"]}
+        urls = [u for u in job.callback_urls if u not in told]
     if not urls:
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:

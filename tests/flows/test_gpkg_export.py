@@ -109,6 +109,12 @@ def test_map_package_end_to_end(client, runner, demo_cog: Path, callback_server:
     attempts = client.get(f"/create/{job_id}").json()["callbacks"]
     assert [(a["attempt"], a["success"]) for a in attempts if a["url"] == flaky] == [(1, False), (2, False), (3, True)]
 
+    # sending the callbacks again (the gpkg-callbacks flow) does not tell anyone the same outcome twice
+    from flows.callbacks import gpkg_callbacks
+
+    assert gpkg_callbacks(job_id) == {}
+    assert len(callback_server.payloads("/cb")) == 1 and callback_server.attempts["/flaky/fail-2"] == 3
+
 
 def test_naive_cache(client, runner, demo_cog: Path, callback_server: CallbackServer) -> None:
     db_id = register(client, demo_cog)
