@@ -28,7 +28,7 @@ from core.models.map_jobs import ACTIVE_STATUSES
 from core.settings import get_settings
 from core.storage import get_storage
 from core.tokens import Principal
-from tiling.grid import estimate_package_bytes, plan_units, tile_range, zoom_for_resolution
+from tiling.grid import UNITS_PER_BATCH, estimate_package_bytes, plan_units, tile_range, zoom_for_resolution
 
 log = logging.getLogger("geoexport.map_jobs")
 
@@ -69,7 +69,8 @@ def create_job(session: Session, req: ExportGetMap, owner: str
         return hit
 
     # work units: blocks of the finest zoom that also build the coarser zooms above them (tiling.grid)
-    ranges, units = plan_units(clip_bbox, zoom, 0, settings.batch_tiles)
+    ranges, units = plan_units(clip_bbox, zoom, 0, settings.batch_tiles,
+                               settings.unit_tiles or UNITS_PER_BATCH * settings.batch_tiles)
     estimated = estimate_package_bytes(ranges)
     free, _size = get_storage().usage()
     if estimated > free:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_tools import RssPoller, run_measured, tile_stats, validate
+from bench_tools import RssPoller, _children_map, run_measured, tile_stats, validate
 
 BIN = Path(sys.executable).parent
 MB = 1024 * 1024
@@ -72,6 +72,66 @@ def _final(client: httpx.Client, job_id: str) -> dict | None:
     return body if body["status"] in ("Completed", "Failed", "Aborted") else None
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root``, its live descendants and the children it reaped."""
+    kids, total, todo, first = _children_map(), 0.0, [root], True
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # utime stime cutime cstime are fields 14-17 (1-based), i.e. 11-14 after the command name
+        total += sum(int(v) for v in fields[11:15 if first else 13]) / _TICK
+        first = False
+        todo.extend(kids.get(pid, []))
+    return total
+
+
+def _phases(status: dict, t_post: float, t0: float, prefect_api: str) -> dict[str, float]:
+    """Split a job's wall time (client clock; the services run on the same machine): POST /create → the
+    flow run starts (runner poll + flow-run process start-up) → the job is admitted (``startedAt``) →
+    the job is completed (``completedAt``: rendering, merge, publication) → the client sees it."""
+    from datetime import datetime
+
+    def ts(value: str | None) -> float | None:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+    out: dict[str, float] = {}
+    try:
+        run = httpx.get(f"{prefect_api}/flow_runs/{status['flowRunId']}", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        run = {}
+    created, started = ts(status.get("createdAt")), ts(status.get("startedAt"))
+    run_start, done = ts(run.get("start_time")), ts(status.get("completedAt"))
+    seen = t_post + (time.perf_counter() - t0)
+    if created and run_start:
+        out["create->flow running"] = run_start - t_post
+    if run_start and started:
+        out["flow running->job started"] = started - run_start
+    if started and done:
+        out["job started->completed"] = done - started
+    if done:
+        out["completed->seen by client"] = seen - done
+    try:
+        tasks = httpx.post(f"{prefect_api}/task_runs/filter", timeout=10, json={
+            "flow_runs": {"id": {"any_": [status["flowRunId"]]}}, "limit": 200}).json()
+    except (httpx.HTTPError, ValueError):
+        tasks = []
+    spans = [(t["name"], ts(t.get("start_time")), ts(t.get("end_time"))) for t in tasks if isinstance(t, dict)]
+    render = [(a, b) for name, a, b in spans if name.startswith("render") and a and b]
+    if render:
+        out["render tasks (first start->last end)"] = max(b for _, b in render) - min(a for a, _ in render)
+    merge = [(a, b) for name, a, b in spans if name.startswith("write-geopackage") and a and b]
+    if merge:
+        out["write-geopackage task"] = merge[0][1] - merge[0][0]
+    return out
+
+
 def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
     var = Path(tempfile.mkdtemp(prefix="geoexport-bench-e2e-"))
     api_port, prefect_port = free_port(), free_port()
@@ -100,7 +160,8 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
         procs.append(p)
         return p
 
-    print(f"\n== e2e: Prefect server :{prefect_port}, runner, API :{api_port}, var {var} ==", flush=True)
+    print(f"\n== e2e ({job.name} job): Prefect server :{prefect_port}, runner, API :{api_port}, var {var} ==",
+          flush=True)
     api = f"http://127.0.0.1:{api_port}"
     result: dict[str, Any] = {}
     try:
@@ -117,6 +178,7 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
         _wait(lambda: httpx.get(f"{env['PREFECT_API_URL']}/deployments/name/gpkg-export/gpkg-export",
                                 timeout=2).status_code == 200, 180, "the runner's deployments", runner)
         api_proc = start("api", [str(BIN / "geoexport"), "api", "--port", str(api_port)])
+        cpu_of = {"runner+flow run": runner, "Prefect server": prefect, "API": api_proc}
         _wait(lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 120, "the API", api_proc)
         token = subprocess.run(
             [sys.executable, "-c", "from core.tokens import mint; print(mint('bench', ['admin'], 7200))"],
@@ -127,15 +189,17 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
 
         from tiling.grid import resolution_for_zoom
 
-        walls, rss, cli_walls, cli_rss, jobs = [], [], [], [], []
+        walls, rss, cli_walls, cli_rss, jobs, phases = [], [], [], [], [], []
         for i in range(repeat):
             r = client.post("/layers", json={"source": str(job.source), "productName": f"bench-{i}"})
             r.raise_for_status()
             db_id = r.json()["dbId"]
             body = {"dbId": db_id, "bbox": list(job.bbox), "targetResolution": resolution_for_zoom(job.zoom),
                     "callbackURLs": [cb_url]}
+            cpu0 = {name: tree_cpu(p.pid) for name, p in cpu_of.items()}
             with RssPoller(runner.pid) as poll:
                 t0 = time.perf_counter()
+                t_post = time.time()
                 created = client.post("/create", json=body)
                 created.raise_for_status()
                 job_id = created.json()["id"]
@@ -146,10 +210,16 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
             walls.append(wall)
             rss.append(poll.peak)
             jobs.append(status)
+            time.sleep(0.5)  # let the flow-run process exit (its CPU time then counts in the runner's)
+            cpu = {name: tree_cpu(p.pid) - cpu0[name] for name, p in cpu_of.items()}
+            phases.append(_phases(status, t_post, t0, env["PREFECT_API_URL"]))
+            phases[-1].update({f"CPU s of {name}": v for name, v in cpu.items()})
             print(f"  [e2e run {i + 1}/{repeat}] service {wall:7.2f} s  flow processes peak RSS "
                   f"{poll.peak / MB:5.0f} MB  ({status['tiles']['planned']} tiles planned, "
                   f"{status['tiles']['written']} written, {len(created.json()['taskIds'])} tasks)", flush=True)
-            out = work / "e2e-cli.gpkg"
+            print("    where the time goes (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases[-1].items()),
+                  flush=True)
+            out = work / f"e2e-{job.name}-cli.gpkg"
             out.unlink(missing_ok=True)
             out.with_name(out.name + ".sha256.json").unlink(missing_ok=True)
             snapped = status["snappedBbox"]
@@ -173,6 +243,7 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
             "tiles_written": last["tiles"]["written"], "tasks": len(last["tasks"]),
             "flow_peak_rss_mb": round(max(rss) / MB), "cli_peak_rss_mb": round(max(cli_rss) / MB),
             "package_valid": "valid" if not valid else valid, "package_tiles": stats.get("tiles"),
+            "phases": phases,
         }
         print(f"e2e: service {service:.2f} s vs CLI {cli:.2f} s (medians of {repeat}) -> overhead "
               f"x{service / cli:.3f} ({100 * (service / cli - 1):+.1f}%); {result['tiles_planned']} tiles planned, "

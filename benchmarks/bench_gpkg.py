@@ -31,7 +31,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_raster import raster_origin, write_bench_cog, zoom_res  # noqa: E402
+from bench_raster import raster_origin, write_bench_cog, write_mosaic_vrt, zoom_res  # noqa: E402
 from bench_tools import Comparison, compare, encode_floor, run_measured, tile_stats, validate  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -39,7 +39,9 @@ ZOOM = 14
 MIN_ZOOM = 8
 #: (width, height) in px of the two benchmark rasters (zoom 14 pixels)
 DEFAULT_SIZE = (17600, 13600)  # ~5,000 tiles planned (~4,400 through the service), ~3,300 stored
-LARGE_SIZE = (70400, 54400)  # ~78,000 tiles planned, ~52,000 stored (not empty) over zooms 8-14
+#: the large job's source is a VRT mosaic of 4 x 4 copies of the default COG (nothing big is written)
+MOSAIC = (4, 4)
+LARGE_SIZE = (DEFAULT_SIZE[0] * MOSAIC[0], DEFAULT_SIZE[1] * MOSAIC[1])  # ~78,000 tiles planned over zooms 8-14
 MB = 1024 * 1024
 
 
@@ -69,9 +71,14 @@ class Job:
         return sum(r.count for r in plan_pyramid(self.bbox, self.zoom, self.min_zoom))
 
 
-def make_job(name: str, size: tuple[int, int], data_dir: Path) -> Job:
+def make_job(name: str, size: tuple[int, int], data_dir: Path, mosaic_of: Job | None = None) -> Job:
+    """The job over a benchmark source; with ``mosaic_of``, the source is a VRT repeating that job's COG
+    side by side (:func:`bench_raster.write_mosaic_vrt`) instead of a newly written raster."""
     width, height = size
-    path = data_dir / f"bench-{width}x{height}-z{ZOOM}.tif"
+    if mosaic_of is not None:
+        path = write_mosaic_vrt(data_dir / f"bench-{width}x{height}-z{ZOOM}.vrt", mosaic_of.source, *MOSAIC)
+    else:
+        path = data_dir / f"bench-{width}x{height}-z{ZOOM}.tif"
     if not path.exists():
         print(f"writing the benchmark raster {path} ({width}x{height} RGBA)...", flush=True)
         t0 = time.perf_counter()
@@ -216,6 +223,8 @@ def main() -> int:
     ap.add_argument("--large", action="store_true", help="also the >= 50,000-tile job (scaling, memory)")
     ap.add_argument("--large-gdal", action="store_true", help="run GDAL on the large job too (slow: ~30 min)")
     ap.add_argument("--e2e", action="store_true", help="also the same job through the API + Prefect flow")
+    ap.add_argument("--no-large-e2e", action="store_true",
+                    help="skip the large job through the API + Prefect flow (flow processes' peak RSS)")
     ap.add_argument("--only", choices=["default", "large", "e2e"], help="run only this part")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement on the default job (median)")
     ap.add_argument("--formats", default="png,mixed")
@@ -246,7 +255,7 @@ def main() -> int:
         print_table(default_job, results, comparisons, floors)
         report["jobs"].append(summary(default_job, results, comparisons, floors))
     if "large" in parts:
-        large = make_job("large", LARGE_SIZE, work)
+        large = make_job("large", LARGE_SIZE, work, mosaic_of=default_job)
         results = bench_job(large, work, ["mixed"] if not args.large_gdal else formats, 1, args.workers,
                             args.large_gdal and not args.no_gdal)
         comparisons, floors = analyse(large, results, 3000, cores)
@@ -258,6 +267,10 @@ def main() -> int:
             print(f"scaling (mixed): {a['tiles']} tiles at {a['tiles_per_s']} tiles/s -> {b['tiles']} tiles at "
                   f"{b['tiles_per_s']} tiles/s (x{b['tiles_per_s'] / a['tiles_per_s']:.2f}); peak RSS "
                   f"{a['peak_rss_mb']} -> {b['peak_rss_mb']} MB")
+        if not args.no_large_e2e:
+            from bench_e2e import bench_e2e
+
+            report["e2e_large"] = bench_e2e(large, work, args.workers, repeat=1)
     if "e2e" in parts:
         from bench_e2e import bench_e2e
 

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     tile_format: TileFormat = "mixed"
     jpeg_quality: int = Field(85, ge=1, le=100)
     batch_tiles: int = Field(256, ge=1, description="Tiles per work unit (task) of a map package.")
+    unit_tiles: int = Field(0, ge=0, description="Finest-zoom tiles per work unit (task) of a map package: a "
+                            "square block that also builds the zooms above it by downsampling (memory does not "
+                            "grow with it). 0 (default): 4 x batch_tiles = 1,024 (32 x 32 tiles, 6 zooms).")
     tile_workers: int = Field(2, ge=1, description="Concurrent tile batches within one map package.")
     task_runner: Literal["thread", "dask"] = Field("thread", description="Where tile batches run: threads of the "
                                                    "flow process, or a Dask cluster (needs prefect-dask).")

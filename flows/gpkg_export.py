@@ -19,10 +19,10 @@ from core.settings import get_settings
 from core.storage import Storage
 from flows import job_store
 from flows.callbacks import send_callbacks
-from tiling.batchfile import read_batch_file, write_batch_file
+from tiling.batchfile import BatchFileWriter, read_batch_file
 from tiling.gpkg import GeoPackageWriter, write_sidecar
 from tiling.grid import Batch, WorkUnit, unit_levels
-from tiling.render import render_batch
+from tiling.render import encode_pool, render_batch
 
 
 class JobAborted(Exception):
@@ -55,14 +55,18 @@ def render_batch_task(job_id: str, task_id: str, source: str, batch: dict, tile_
     job_store.mark_task(task_id, TaskStatus.IN_PROGRESS)
     settings = get_settings()
     try:
-        tiles = render_batch(source, b, tile_format=tile_format, footprint=footprint,
-                             jpeg_quality=settings.jpeg_quality, levels=levels, clip_bounds=clip_bounds)
-        write_batch_file(batch_file(job_id, b), tiles)
+        # this thread reads and downsamples; the tiles are encoded on the process-wide encode pool, shared by
+        # every task of the flow run, so both cores stay busy until the job's last tile
+        # tiles stream into the batch file as they are encoded (a unit's tiles are never all held at once)
+        with BatchFileWriter(batch_file(job_id, b)) as out:
+            render_batch(source, b, tile_format=tile_format, footprint=footprint,
+                         jpeg_quality=settings.jpeg_quality, levels=levels, clip_bounds=clip_bounds,
+                         pool=encode_pool(), emit=out.add)
     except Exception as exc:
         job_store.mark_task(task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
-    job_store.mark_task(task_id, TaskStatus.COMPLETED, done=unit.count, written=len(tiles))
-    return len(tiles)
+    job_store.mark_task(task_id, TaskStatus.COMPLETED, done=unit.count, written=out.count)
+    return out.count
 
 
 @task(name="write-geopackage")

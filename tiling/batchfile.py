@@ -31,26 +31,57 @@ class BatchFileError(ValueError):
     """The batch file is truncated or not a batch file."""
 
 
+class BatchFileWriter:
+    """Write a batch file tile by tile (``add``), so a renderer need not hold a whole unit's tiles.
+
+    ``with BatchFileWriter(path) as w: w.add(tile) ...``: written to ``path.tmp``, the header count patched
+    and the trailer added on a clean exit, fsynced, then renamed to ``path``; on an exception the temporary
+    file is removed and ``path`` is left untouched.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.count = 0
+        self._f = open(self.tmp, "wb")  # noqa: SIM115 - closed in __exit__
+        self._f.write(MAGIC)
+        self._f.write(_COUNT.pack(0))
+
+    def add(self, tile: EncodedTile) -> None:
+        self._f.write(_HEADER.pack(tile.zoom, tile.col, tile.row, _FMT_CODES[tile.fmt], len(tile.data)))
+        self._f.write(tile.data)
+        self.count += 1
+
+    def __enter__(self) -> BatchFileWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        f = self._f
+        try:
+            if exc_type is None:
+                f.write(TRAILER)
+                f.write(_COUNT.pack(self.count))
+                f.seek(len(MAGIC))
+                f.write(_COUNT.pack(self.count))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            f.close()
+            if exc_type is not None:
+                self.tmp.unlink(missing_ok=True)
+        if exc_type is None:
+            try:
+                os.replace(self.tmp, self.path)
+            except BaseException:
+                self.tmp.unlink(missing_ok=True)
+                raise
+
+
 def write_batch_file(path: Path | str, tiles: Iterable[EncodedTile]) -> None:
     """Atomically write ``tiles`` to ``path`` (``path.tmp`` + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tiles = list(tiles)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC)
-            f.write(_COUNT.pack(len(tiles)))
-            for tile in tiles:
-                f.write(_HEADER.pack(tile.zoom, tile.col, tile.row, _FMT_CODES[tile.fmt], len(tile.data)))
-                f.write(tile.data)
-            f.write(TRAILER)
-            f.write(_COUNT.pack(len(tiles)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with BatchFileWriter(path) as writer:
+        for tile in tiles:
+            writer.add(tile)
 
 
 def _read_exact(f, size: int, path: Path) -> bytes:  # noqa: ANN001 - binary file object

@@ -297,6 +297,11 @@ class WorkUnit:
         return sum(r.count for r in self.ranges())
 
 
+#: Default finest-zoom tiles of a pyramid work unit per ``batch_tiles`` (256 → 1,024: 32 × 32 tiles): few
+#: enough units that per-task bookkeeping stays small, flat memory whatever the size (quadtree rendering)
+UNITS_PER_BATCH = 4
+
+
 def pyramid_side(batch_tiles: int) -> int:
     """Side (tiles) of a pyramid unit's finest block: the largest power of two <= ``sqrt(batch_tiles)``."""
     if isinstance(batch_tiles, bool) or not isinstance(batch_tiles, int) or batch_tiles < 1:
@@ -305,41 +310,50 @@ def pyramid_side(batch_tiles: int) -> int:
 
 
 def plan_units(
-    bbox: Iterable[float], max_zoom: int, min_zoom: int = 0, batch_tiles: int = 256
+    bbox: Iterable[float],
+    max_zoom: int,
+    min_zoom: int = 0,
+    batch_tiles: int = 256,
+    unit_tiles: int | None = None,
 ) -> tuple[list[TileRange], list[WorkUnit]]:
     """Plan a pyramid job as work units: ``(ranges per zoom ascending, units)``.
 
-    The finest zoom is split into aligned blocks of ``pyramid_side(batch_tiles)`` tiles; each block's unit
-    also builds the ``levels = log2(side)`` coarser zooms (capped at ``max_zoom - min_zoom``) by 2×2
-    downsampling. The zooms coarser than that are planned as ordinary batches (``levels=0``) read from the
-    source. The ranges of the coarser zooms are the ancestors of the finest range (so the pyramid holds
-    exactly the finest zoom's extent at every zoom). Order: the finest zoom's units, then the others from
-    fine to coarse. Every tile of every range belongs to exactly one unit.
+    The finest zoom is split into aligned blocks of ``side = pyramid_side(unit_tiles or batch_tiles)``
+    tiles; each block's unit also builds the ``levels = log2(side)`` coarser zooms (capped at
+    ``max_zoom - min_zoom``) by 2×2 downsampling. The zooms coarser than that are planned the same way,
+    one level group after the other: the next coarser zoom is read from the source in blocks of ``side``
+    tiles that build the ``log2(side)`` zooms above them, and so on down to ``min_zoom`` (a job of zooms
+    0–14 with ``side`` 16 has units at zooms 14, 9 and 4). The ranges of the coarser zooms are the
+    ancestors of the finest range (so the pyramid holds exactly the finest zoom's extent at every zoom).
+    Order: the finest zoom's units, then the coarser groups from fine to coarse. Every tile of every range
+    belongs to exactly one unit; :func:`unit_levels` recovers each unit's ``levels`` from the zooms of all
+    the units.
     """
     _check_zoom(max_zoom)
     _check_zoom(min_zoom)
     if min_zoom > max_zoom:
         raise ValueError(f"min_zoom ({min_zoom}) must be <= max_zoom ({max_zoom})")
-    side = pyramid_side(batch_tiles)
+    side = pyramid_side(batch_tiles if unit_tiles is None else unit_tiles)
     top = tile_range(bbox, max_zoom)
     ranges = [parent_range(top, max_zoom - z) for z in range(min_zoom, max_zoom + 1)]
-    levels = min(side.bit_length() - 1, max_zoom - min_zoom)
-    units = [WorkUnit(b, levels) for b in plan_batches([top], side * side)]
-    lower = [r for r in ranges if r.zoom < max_zoom - levels]
-    units += [WorkUnit(b, 0) for b in sorted(plan_batches(lower, batch_tiles), key=lambda b: -b.zoom)]
+    units: list[WorkUnit] = []
+    zoom = max_zoom
+    while zoom >= min_zoom:
+        levels = min(side.bit_length() - 1, zoom - min_zoom)
+        units += [WorkUnit(b, levels) for b in plan_batches([parent_range(top, max_zoom - zoom)], side * side)]
+        zoom -= levels + 1
     return ranges, units
 
 
 def unit_levels(batch_zoom: int, max_zoom: int, batch_zooms: Iterable[int], min_zoom: int = 0) -> int:
     """The ``levels`` of a planned batch, recovered from the zooms of all the job's batches.
 
-    Only batches of ``max_zoom`` build coarser zooms: those down to (excluding) the finest zoom that has
-    batches of its own, or down to ``min_zoom``. A job planned batch-per-zoom gets 0 everywhere.
+    A batch builds the coarser zooms down to (excluding) the next coarser zoom that has batches of its
+    own, or down to ``min_zoom``. A job planned batch-per-zoom gets 0 everywhere (``max_zoom`` is kept
+    for the callers; batches of a zoom above it do not exist).
     """
-    if batch_zoom != max_zoom:
-        return 0
-    below = [z for z in batch_zooms if z < max_zoom]
-    return max_zoom - 1 - max(below) if below else max_zoom - min_zoom
+    below = [z for z in batch_zooms if z < batch_zoom]
+    return batch_zoom - 1 - max(below) if below else batch_zoom - min_zoom
 
 
 #: Default per-tile size used by :func:`estimate_package_bytes`: a pessimistic figure for a 256×256

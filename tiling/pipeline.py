@@ -1,9 +1,10 @@
 """One-off export pipeline: plan → render work units in parallel → single GeoPackage writer → sidecar.
 
 Used by the ``geoexport gpkg`` CLI and the benchmarks; the Prefect flow calls the same pieces itself
-(``plan_units``, ``render_batch`` + ``write_batch_file``, ``GeoPackageWriter``). A work unit reads one
+(``plan_units``, ``render_batch`` + ``BatchFileWriter``, ``GeoPackageWriter``). A work unit reads one
 block of the finest zoom and builds the coarser zooms above it by downsampling in memory
-(:class:`tiling.grid.WorkUnit`); only the few tiles of the coarsest zooms are read from source overviews.
+(:class:`tiling.grid.WorkUnit`); zooms below a unit's pyramid are planned the same way, one level group
+after the other, each group's finest zoom read from the source (its overviews for the coarse groups).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,8 +26,8 @@ import shapely
 from shapely.geometry import mapping
 
 from tiling.gpkg import GeoPackageWriter, write_sidecar
-from tiling.grid import WorkUnit, plan_units, snap_bbox
-from tiling.render import EncodedTile, OutputFormat, Resampling, render_batch
+from tiling.grid import UNITS_PER_BATCH, WorkUnit, plan_units, snap_bbox
+from tiling.render import EncodedTile, OutputFormat, Resampling, encode_pool, render_batch
 
 ExecutorKind = Literal["thread", "process"]
 #: Threads were measured faster than processes on the reference 2-core machine (GDAL, numpy and Pillow
@@ -92,6 +95,72 @@ def render_batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _Aborted(Exception):
+    pass
+
+
+def stream_units(
+    render: Callable[..., list[EncodedTile]], units: list[WorkUnit], *, workers: int, flush_tiles: int = 256
+) -> Iterator[tuple[WorkUnit | None, list[EncodedTile]]]:
+    """Render ``units`` on ``workers`` threads, streaming: yields ``(None, tiles)`` as tiles are encoded (in
+    groups of up to ``flush_tiles``) and ``(unit, [])`` when a unit is finished (after all its tiles).
+
+    ``render(unit, emit=...)`` must hand every tile to ``emit``. Tiles pass through a bounded queue, so
+    neither a unit's tiles nor the whole job's are ever held at once (memory does not grow with the unit
+    size); a failure in any unit stops the others and is raised here.
+    """
+    tiles_q: queue.Queue[Any] = queue.Queue(maxsize=2 * flush_tiles)
+    aborted = threading.Event()
+
+    def emit(tile: EncodedTile) -> None:
+        if aborted.is_set():
+            raise _Aborted
+        tiles_q.put(tile)
+
+    def run(unit: WorkUnit) -> None:
+        try:
+            render(unit, emit=emit)
+            tiles_q.put(("done", unit, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            tiles_q.put(("done", unit, exc))
+
+    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
+    todo, active, buf = iter(units), 0, []
+    try:
+        for unit in todo:
+            pool.submit(run, unit)
+            active += 1
+            if active >= workers:
+                break
+        while active:
+            item = tiles_q.get()
+            if isinstance(item, EncodedTile):
+                buf.append(item)
+                if len(buf) >= flush_tiles:
+                    yield None, buf
+                    buf = []
+                continue
+            _, unit, exc = item
+            active -= 1
+            if exc is not None:
+                raise exc
+            nxt = next(todo, None)
+            if nxt is not None:
+                pool.submit(run, nxt)
+                active += 1
+            if buf:
+                yield None, buf
+                buf = []
+            yield unit, []
+    finally:
+        aborted.set()
+        while active:  # unblock and collect the renders still running
+            item = tiles_q.get()
+            if isinstance(item, tuple):
+                active -= 1
+        pool.shutdown(wait=True)
+
+
 def _render_unit(source: str, unit: WorkUnit, **kwargs: Any) -> list[EncodedTile]:
     return render_batch(source, unit.batch, levels=unit.levels, **kwargs)
 
@@ -120,6 +189,7 @@ def export_gpkg(
     min_zoom: int = 0,
     tile_format: OutputFormat = "mixed",
     batch_tiles: int = 256,
+    unit_tiles: int | None = None,
     workers: int = 2,
     footprint: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
@@ -135,10 +205,13 @@ def export_gpkg(
     ``min_zoom..max_zoom``. The package is built as ``<out_path>.partial`` and renamed to ``out_path``
     only when complete; on any error the partial file is removed and the exception propagates.
     ``progress(done_tiles, planned_tiles)`` is called after each batch (empty tiles count as done).
+    ``unit_tiles``: finest-zoom tiles per work unit (default ``UNITS_PER_BATCH * batch_tiles``, as the
+    service plans map jobs; see :func:`tiling.grid.plan_units`).
     """
     out_path = Path(out_path)
     box = tuple(float(v) for v in bbox)
-    ranges, units = plan_units(box, max_zoom, min_zoom, batch_tiles)
+    ranges, units = plan_units(box, max_zoom, min_zoom, batch_tiles,
+                               UNITS_PER_BATCH * batch_tiles if unit_tiles is None else unit_tiles)
     planned = sum(r.count for r in ranges)
     bounds = snap_bbox(box, max_zoom)
     zooms = list(range(0, max_zoom + 1))
@@ -147,6 +220,9 @@ def export_gpkg(
     render = partial(
         _render_unit,
         source,
+        # units are read by `workers` threads; their tiles are encoded on the shared encode pool (processes
+        # encode their own units inline)
+        pool=encode_pool() if executor == "thread" and workers > 1 else None,
         tile_format=tile_format,
         resampling=resampling,
         jpeg_quality=jpeg_quality,
@@ -166,11 +242,16 @@ def export_gpkg(
         done = 0
         if progress:
             progress(0, planned)
-        for unit, tiles in render_batches(render, units, workers=workers, executor=executor):
+        if executor == "thread" and workers > 1:
+            stream = stream_units(render, units, workers=workers)
+        else:
+            stream = render_batches(render, units, workers=workers, executor=executor)
+        for finished, tiles in stream:
             writer.write_tiles(tiles)
-            done += unit.count
-            if progress:
-                progress(done, planned)
+            if finished is not None:
+                done += finished.count
+                if progress:
+                    progress(done, planned)
         geometry = footprint if footprint is not None else mapping(shapely.box(*bounds))
         writer.add_footprint_layer(
             geometry,

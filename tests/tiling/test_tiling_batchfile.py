@@ -48,3 +48,17 @@ def test_damaged_files(tmp_path: Path) -> None:
     path.write_bytes(b"something else entirely")
     with pytest.raises(BatchFileError):
         list(read_batch_file(path))
+
+
+def test_streamed_writer_leaves_nothing_on_error(tmp_path: Path) -> None:
+    from tiling.batchfile import BatchFileWriter
+
+    path = tmp_path / "b.tiles"
+    with pytest.raises(RuntimeError), BatchFileWriter(path) as writer:
+        writer.add(TILES[0])
+        raise RuntimeError("render failed")
+    assert not path.exists() and not list(tmp_path.iterdir())
+    with BatchFileWriter(path) as writer:
+        for tile in TILES:
+            writer.add(tile)
+    assert list(read_batch_file(path)) == list(TILES) and writer.count == len(TILES)

@@ -39,10 +39,11 @@ def test_plan_units_cover_every_tile_once(batch_tiles: int, min_zoom: int) -> No
     zooms = [u.batch.zoom for u in units]
     for unit in units:
         assert unit_levels(unit.batch.zoom, 12, zooms, min_zoom) == unit.levels
-        if unit.levels:  # aligned, so that every derived tile's children are in the unit
+        if unit.levels:  # aligned (or clipped by its zoom's range): every derived tile's children are in it
             side = 1 << unit.levels
-            assert unit.batch.min_col % side == 0 or unit.batch.min_col == ranges[-1].min_col
-            assert unit.batch.min_row % side == 0 or unit.batch.min_row == ranges[-1].min_row
+            own = next(r for r in ranges if r.zoom == unit.batch.zoom)
+            assert unit.batch.min_col % side == 0 or unit.batch.min_col == own.min_col
+            assert unit.batch.min_row % side == 0 or unit.batch.min_row == own.min_row
 
 
 def test_unit_levels_of_a_zoom_by_zoom_plan_is_zero() -> None:
@@ -105,6 +106,31 @@ def test_levels_are_downsampled_finer_zoom(synth_cog: str, synth_bounds: tuple[f
         assert np.array_equal(alpha, salpha[y : y + 256, x : x + 256])
         assert np.array_equal(rgb[alpha], small[y : y + 256, x : x + 256][alpha])
     assert any(k[0] == SYNTH_ZOOM - 2 for k in tiles)
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_quadtree_unit_matches_whole_read(synth_cog: str, synth_bounds: tuple[float, ...], chunk: int,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit walked as a quadtree of small reads yields exactly the tiles of one whole read, every zoom."""
+    batch = _unit_batch(synth_bounds, SYNTH_ZOOM)
+    whole = render_batch(synth_cog, batch, tile_format="png", levels=3)
+    monkeypatch.setattr(render_mod, "CHUNK_TILES", chunk)
+    quad = render_batch(synth_cog, batch, tile_format="png", levels=3)
+    assert sorted((t.zoom, t.col, t.row, t.data) for t in quad) == sorted((t.zoom, t.col, t.row, t.data) for t in whole)
+    assert {t.zoom for t in quad} == set(range(SYNTH_ZOOM - 3, SYNTH_ZOOM + 1))
+
+
+def test_encode_pool_and_emit_give_the_same_tiles(synth_cog: str, synth_bounds: tuple[float, ...],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render_mod, "CHUNK_TILES", 2)
+    monkeypatch.setattr(render_mod, "MAX_PENDING_ENCODES", 3)  # exercises the back-pressure
+    batch = _unit_batch(synth_bounds, SYNTH_ZOOM)
+    inline = render_batch(synth_cog, batch, tile_format="mixed", levels=2)
+    pooled = render_batch(synth_cog, batch, tile_format="mixed", levels=2, pool=render_mod.encode_pool())
+    emitted: list = []
+    assert render_batch(synth_cog, batch, tile_format="mixed", levels=2, pool=render_mod.encode_pool(),
+                        emit=emitted.append) == []
+    assert inline and pooled == inline and emitted == inline
 
 
 def test_aligned_fast_path_matches_warped_read(synth_cog: str, synth_bounds: tuple[float, ...],
