@@ -8,6 +8,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ClientError
@@ -77,6 +78,15 @@ def validation_message(exc: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def _refuse_control_characters(request: Request, call_next):  # type: ignore[no-untyped-def]
+        # no route takes NUL or other control characters in its path or query: refuse them before
+        # they reach a database that cannot store them
+        raw = request.scope.get("path", "") + "?" + request.scope.get("query_string", b"").decode("latin-1")
+        if any(ord(c) < 32 for c in raw) or "%00" in raw:
+            return JSONResponse({"message": "the URL contains control characters"}, status_code=400)
+        return await call_next(request)
+
     @app.exception_handler(ClientError)
     async def _client_error(_: Request, exc: ClientError) -> JSONResponse:
         return JSONResponse({"message": exc.message}, status_code=exc.status)
@@ -91,6 +101,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = "no such resource"
         return JSONResponse({"message": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # the database refused a value the client sent (a NUL character, a number out of range)
+        log.info("database refused a client value path=%s error=%s", request.url.path, exc.orig)
+        return JSONResponse({"message": "the request contains a value the database cannot store "
+                                        "(for example a NUL character)"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

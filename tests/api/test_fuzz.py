@@ -79,3 +79,14 @@ def test_paths_and_queries_never_500(client, segment: str, query) -> None:  # ty
     _check(client.get("/api/export/v1/exports", params=query, headers=ALICE))
     _check(client.post(f"/app/export/v1/{seg}/demo/{seg}/upload", content=b"[]",
                        headers={"x-rh-exports-psk": "demo-key"}))
+
+
+@pytest.mark.usefixtures("xenv")
+def test_nul_characters_are_400(client) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/downloads/%00", "/layers/%00", "/create/a%00b", "/api/export/v1/exports?name=%00"):
+        r = client.get(path, headers=ALICE)
+        assert r.status_code == 400 and r.json() == {"message": "the URL contains control characters"}, path
+    # a NUL inside a JSON string: PostgreSQL cannot store it, SQLite can; either way no 500
+    body = {"name": "a\x00b", "format": "json", "sources": [{"application": "demo", "resource": "users"}]}
+    r = _post(client, "/api/export/v1/exports", body, ALICE)
+    assert r.status_code in (202, 400), r.text
