@@ -38,6 +38,12 @@ class CleanupReport:
         self.items.append(f"{what}: {path}" if path else what)
         self.bytes_freed += size
 
+    def discard(self, what: str, path: Path) -> None:
+        """Count ``path`` as freed and, unless this is a dry run, delete it."""
+        self.add(what, path, path_size(path))
+        if not self.dry_run:
+            Storage.remove(path)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "dry_run": self.dry_run,
@@ -92,11 +98,8 @@ def remove_orphan_work_dirs(report: CleanupReport, older_than: float) -> None:
         # batch files of an active job are kept for a resumed run, however old
         if not d.is_dir() or d.name in active or d.stat().st_mtime > cutoff:
             continue
-        size = path_size(d)
         report.orphan_work_dirs += 1
-        report.add("work files of a finished job", d, size)
-        if not report.dry_run:
-            Storage.remove(d)
+        report.discard("work files of a finished job", d)
 
 
 def remove_orphan_temp_files(report: CleanupReport, older_than: float) -> None:
@@ -111,11 +114,8 @@ def remove_orphan_temp_files(report: CleanupReport, older_than: float) -> None:
                 continue  # still being written
         except FileNotFoundError:
             continue
-        size = path_size(f)
         report.orphan_temp_files += 1
-        report.add("orphaned temporary file", f, size)
-        if not report.dry_run:
-            Storage.remove(f)
+        report.discard("orphaned temporary file", f)
 
 
 # Other capabilities (resource exports) register their own sweeps here.
