@@ -2,10 +2,12 @@
 
 Starts, as subprocesses on free loopback ports with a temporary ``GEOEXPORT_VAR_DIR``: a Prefect server,
 ``geoexport serve`` (the runner) and ``geoexport api`` — with the service's default settings (runner poll
-every 2 s, 2 tile workers, mixed format, auth on: a token is minted with ``core.tokens.mint``). Each
+every 0.5 s, flow runs forked from the runner's warm fork server, 2 tile workers, mixed format, auth on: a
+token is minted with ``core.tokens.mint``; ``GEOEXPORT_RUNNER_POLL_SECONDS`` and ``GEOEXPORT_FLOW_START``
+from the environment are passed through, to compare). Each
 repeat registers the layer again (a new dbId, so the naive cache cannot answer) and times ``POST /create``
-→ ``GET /create/{id}`` reporting ``Completed`` (polled every 0.2 s). The CLI renders the same tiles (the
-job's snapped bbox, zooms 0..max) with the same format.
+→ the job's callback arriving (then ``GET /create/{id}`` must say ``Completed``). The CLI renders the same job
+(the job's snapped bbox, zooms 0..max, the layer's footprint as ``--footprint``) with the same format.
 """
 
 from __future__ import annotations
@@ -55,13 +57,28 @@ def _wait(check: Any, timeout: float, what: str, proc: subprocess.Popen | None =
 
 
 class _Callbacks(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
+    """The client's callback endpoint: the job's end is timed when its callback arrives, the way a client of
+    the service learns it (polling GET /create/{id} every 0.2 s would itself load the API on a busy machine)."""
+
+    received: dict[str, tuple[float, dict]] = {}
+    arrived = threading.Condition()
 
     def do_POST(self) -> None:  # noqa: N802 - http.server API
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        _Callbacks.received.append(json.loads(body or b"{}"))
+        t = time.perf_counter()
+        payload = json.loads(body or b"{}")
         self.send_response(200)
         self.end_headers()
+        with _Callbacks.arrived:
+            _Callbacks.received.setdefault(str(payload.get("requestId")), (t, payload))
+            _Callbacks.arrived.notify_all()
+
+    @classmethod
+    def wait(cls, job_id: str, timeout: float) -> tuple[float, dict]:
+        with cls.arrived:
+            if not cls.arrived.wait_for(lambda: job_id in cls.received, timeout):
+                raise TimeoutError(f"no callback for map job {job_id} in {timeout:.0f} s")
+            return cls.received[job_id]
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -77,7 +94,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def tree_cpu(root: int) -> float:
     """CPU seconds (user + system) used so far by ``root``, its live descendants and the children it reaped."""
-    kids, total, todo, first = _children_map(), 0.0, [root], True
+    kids, total, todo = _children_map(), 0.0, [root]
     while todo:
         pid = todo.pop()
         try:
@@ -85,14 +102,14 @@ def tree_cpu(root: int) -> float:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        # utime stime cutime cstime are fields 14-17 (1-based), i.e. 11-14 after the command name
-        total += sum(int(v) for v in fields[11:15 if first else 13]) / _TICK
-        first = False
+        # utime stime cutime cstime are fields 14-17 (1-based), i.e. 11-14 after the command name; a
+        # process's cutime/cstime hold only the children it has reaped (no longer in the tree): no double count
+        total += sum(int(v) for v in fields[11:15]) / _TICK
         todo.extend(kids.get(pid, []))
     return total
 
 
-def _phases(status: dict, t_post: float, t0: float, prefect_api: str) -> dict[str, float]:
+def _phases(status: dict, t_post: float, wall: float, prefect_api: str) -> dict[str, float]:
     """Split a job's wall time (client clock; the services run on the same machine): POST /create → the
     flow run starts (runner poll + flow-run process start-up) → the job is admitted (``startedAt``) →
     the job is completed (``completedAt``: rendering, merge, publication) → the client sees it."""
@@ -108,7 +125,7 @@ def _phases(status: dict, t_post: float, t0: float, prefect_api: str) -> dict[st
         run = {}
     created, started = ts(status.get("createdAt")), ts(status.get("startedAt"))
     run_start, done = ts(run.get("start_time")), ts(status.get("completedAt"))
-    seen = t_post + (time.perf_counter() - t0)
+    seen = t_post + wall
     if created and run_start:
         out["create->flow running"] = run_start - t_post
     if run_start and started:
@@ -116,7 +133,7 @@ def _phases(status: dict, t_post: float, t0: float, prefect_api: str) -> dict[st
     if started and done:
         out["job started->completed"] = done - started
     if done:
-        out["completed->seen by client"] = seen - done
+        out["completed->callback received"] = seen - done
     try:
         tasks = httpx.post(f"{prefect_api}/task_runs/filter", timeout=10, json={
             "flow_runs": {"id": {"any_": [status["flowRunId"]]}}, "limit": 200}).json()
@@ -146,7 +163,6 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "2"),
     }
     procs: list[subprocess.Popen] = []
     cb_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
@@ -189,7 +205,7 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
 
         from tiling.grid import resolution_for_zoom
 
-        walls, rss, cli_walls, cli_rss, jobs, phases = [], [], [], [], [], []
+        walls, rss, pss, biggest, cli_walls, cli_rss, jobs, phases = [], [], [], [], [], [], [], []
         for i in range(repeat):
             r = client.post("/layers", json={"source": str(job.source), "productName": f"bench-{i}"})
             r.raise_for_status()
@@ -197,25 +213,29 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
             body = {"dbId": db_id, "bbox": list(job.bbox), "targetResolution": resolution_for_zoom(job.zoom),
                     "callbackURLs": [cb_url]}
             cpu0 = {name: tree_cpu(p.pid) for name, p in cpu_of.items()}
-            with RssPoller(runner.pid) as poll:
+            with RssPoller(runner.pid, pss=True) as poll:
                 t0 = time.perf_counter()
                 t_post = time.time()
                 created = client.post("/create", json=body)
                 created.raise_for_status()
                 job_id = created.json()["id"]
-                status = _wait(partial(_final, client, job_id), 3600, f"map job {job_id}")
-                wall = time.perf_counter() - t0
+                t_end, payload = _Callbacks.wait(job_id, 3600)
+                wall = t_end - t0
+            status = _wait(partial(_final, client, job_id), 60, f"map job {job_id}")
             if status["status"] != "Completed":
                 raise RuntimeError(f"map job failed: {status}")
             walls.append(wall)
             rss.append(poll.peak)
+            pss.append(poll.peak_pss)
+            biggest.append(poll.peak_process)
             jobs.append(status)
             time.sleep(0.5)  # let the flow-run process exit (its CPU time then counts in the runner's)
             cpu = {name: tree_cpu(p.pid) - cpu0[name] for name, p in cpu_of.items()}
-            phases.append(_phases(status, t_post, t0, env["PREFECT_API_URL"]))
+            phases.append(_phases(status, t_post, wall, env["PREFECT_API_URL"]))
             phases[-1].update({f"CPU s of {name}": v for name, v in cpu.items()})
-            print(f"  [e2e run {i + 1}/{repeat}] service {wall:7.2f} s  flow processes peak RSS "
-                  f"{poll.peak / MB:5.0f} MB  ({status['tiles']['planned']} tiles planned, "
+            print(f"  [e2e run {i + 1}/{repeat}] service {wall:7.2f} s  flow processes peak: summed RSS "
+                  f"{poll.peak / MB:5.0f} MB, summed PSS {poll.peak_pss / MB:5.0f} MB, flow-run process RSS "
+                  f"{poll.peak_process / MB:5.0f} MB  ({status['tiles']['planned']} tiles planned, "
                   f"{status['tiles']['written']} written, {len(created.json()['taskIds'])} tasks)", flush=True)
             print("    where the time goes (s): " + ", ".join(f"{k} {v:.2f}" for k, v in phases[-1].items()),
                   flush=True)
@@ -223,13 +243,19 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
             out.unlink(missing_ok=True)
             out.with_name(out.name + ".sha256.json").unlink(missing_ok=True)
             snapped = status["snappedBbox"]
+            # the same job: the job's snapped bbox, zooms 0..max, and the layer's footprint (the service clips
+            # every tile to it, so the CLI must too)
+            footprint = work / f"e2e-{job.name}-footprint.geojson"
+            footprint.write_text(json.dumps(client.get(f"/layers/{db_id}").json()["footprint"]))
             run = run_measured([str(BIN / "geoexport"), "gpkg", str(job.source), "--bbox", *map(repr, snapped),
                                 "--resolution", repr(resolution_for_zoom(job.zoom)), "-o", str(out), "--format",
-                                "mixed", "--min-zoom", "0", "--workers", str(workers), "-q"], env=env)
+                                "mixed", "--min-zoom", "0", "--workers", str(workers), "--footprint", str(footprint),
+                                "-q"], env=env)
             cli_walls.append(run.wall)
             cli_rss.append(run.peak_rss)
             cli_info = json.loads(run.stdout.strip().splitlines()[-1])
             print(f"  [e2e run {i + 1}/{repeat}] CLI     {run.wall:7.2f} s  peak RSS {run.peak_rss / MB:5.0f} MB  "
+                  f"CPU {run.cpu:5.2f} s  "
                   f"({cli_info['tiles_planned']} planned, {cli_info['tiles_written']} written)", flush=True)
         last = jobs[-1]
         pkg = Path(var) / "data" / "packages" / last["packageName"]
@@ -241,14 +267,18 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
             "cli_s": round(cli, 2), "cli_runs": [round(w, 2) for w in cli_walls],
             "ratio": round(service / cli, 3), "tiles_planned": last["tiles"]["planned"],
             "tiles_written": last["tiles"]["written"], "tasks": len(last["tasks"]),
-            "flow_peak_rss_mb": round(max(rss) / MB), "cli_peak_rss_mb": round(max(cli_rss) / MB),
+            "flow_peak_rss_mb": round(max(rss) / MB), "flow_peak_pss_mb": round(max(pss) / MB),
+            "flow_run_process_peak_rss_mb": round(max(biggest) / MB), "cli_peak_rss_mb": round(max(cli_rss) / MB),
+            "flow_start": os.environ.get("GEOEXPORT_FLOW_START", "forkserver"),
+            "runner_poll_s": float(os.environ.get("GEOEXPORT_RUNNER_POLL_SECONDS", "0.5")),
             "package_valid": "valid" if not valid else valid, "package_tiles": stats.get("tiles"),
             "phases": phases,
         }
         print(f"e2e: service {service:.2f} s vs CLI {cli:.2f} s (medians of {repeat}) -> overhead "
               f"x{service / cli:.3f} ({100 * (service / cli - 1):+.1f}%); {result['tiles_planned']} tiles planned, "
-              f"{result['tiles_written']} written in {result['tasks']} tasks; flow processes peak RSS "
-              f"{result['flow_peak_rss_mb']} MB; package {result['package_valid']}", flush=True)
+              f"{result['tiles_written']} written in {result['tasks']} tasks; flow processes peak: summed RSS "
+              f"{result['flow_peak_rss_mb']} MB, summed PSS {result['flow_peak_pss_mb']} MB, flow-run process "
+              f"{result['flow_run_process_peak_rss_mb']} MB; package {result['package_valid']}", flush=True)
         return result
     finally:
         for p in reversed(procs):

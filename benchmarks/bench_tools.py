@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -39,32 +40,63 @@ def _children_map() -> dict[int, list[int]]:
     return kids
 
 
-def tree_rss(root: int) -> int:
-    """Sum of the resident set sizes (bytes) of ``root`` and all its descendants."""
-    kids = _children_map()
-    total, todo = 0, [root]
+def _tree(root: int) -> list[int]:
+    kids, out, todo = _children_map(), [], [root]
     while todo:
         pid = todo.pop()
-        try:
-            with open(f"/proc/{pid}/statm", "rb") as f:
-                total += int(f.read().split()[1]) * _PAGE
-        except (OSError, IndexError, ValueError):
-            pass
+        out.append(pid)
         todo.extend(kids.get(pid, []))
-    return total
+    return out
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size (bytes): each shared page counted once across the processes sharing it."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+def tree_rss(root: int) -> int:
+    """Sum of the resident set sizes (bytes) of ``root`` and all its descendants."""
+    return sum(_rss(pid) for pid in _tree(root))
 
 
 class RssPoller:
-    """Poll the summed RSS of a process tree in a thread; ``peak`` is the maximum seen (bytes)."""
+    """Poll the memory of a process tree in a thread (bytes, maxima over the polls):
 
-    def __init__(self, root: int, interval: float = 0.1) -> None:
-        self.root, self.interval, self.peak = root, interval, 0
+    - ``peak``: summed RSS of the tree (pages shared between processes — libraries, a fork server's
+      pre-imported modules — counted once per process that maps them);
+    - ``peak_pss``: summed PSS of the tree (shared pages split between their sharers: what the tree takes);
+    - ``peak_process``: RSS of the largest single process of the tree.
+    """
+
+    def __init__(self, root: int, interval: float = 0.1, pss: bool = False) -> None:
+        self.root, self.interval, self.pss = root, interval, pss
+        self.peak = self.peak_pss = self.peak_process = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.root))
+            pids = _tree(self.root)
+            rss = [_rss(pid) for pid in pids]
+            self.peak = max(self.peak, sum(rss))
+            self.peak_process = max(self.peak_process, max(rss, default=0))
+            if self.pss:
+                self.peak_pss = max(self.peak_pss, sum(_pss(pid) for pid in pids))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RssPoller:
@@ -81,18 +113,22 @@ class Run:
     wall: float
     peak_rss: int
     stdout: str
+    cpu: float = 0.0  # user + system CPU seconds of the process and the children it waited for
 
 
 def run_measured(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
     """Run ``argv``; wall time and the peak summed RSS of its process tree (polled every 0.1 s)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     with RssPoller(proc.pid) as poll:
         out, err = proc.communicate()
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    return Run(wall, poll.peak, out.decode())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(wall, poll.peak, out.decode(), cpu)
 
 
 # ----------------------------------------------------------------------------------------- geopackages

@@ -161,6 +161,10 @@ def gpkg(
     min_zoom: Annotated[int, typer.Option(help="coarsest zoom level")] = 0,
     workers: Annotated[int, typer.Option(help="parallel tile batches")] = 2,
     batch_tiles: Annotated[int, typer.Option(help="tiles per batch")] = 256,
+    footprint: Annotated[Path | None, typer.Option(
+        help="GeoJSON file (geometry, Feature or one-feature FeatureCollection, EPSG:4326): pixels outside it are "
+             "transparent and tiles entirely outside are not stored, as the service does with a layer's footprint "
+             "(GET /layers/{dbId} shows it)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Make one GeoPackage without the server (same tiling code as the service)."""
@@ -178,6 +182,7 @@ def gpkg(
         zoom = zoom_for_resolution(resolution)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    geom = _read_footprint(footprint) if footprint is not None else None
     with Progress(TextColumn("[bold]tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   disable=quiet) as bar:
         task = bar.add_task("tiles", total=None)
@@ -186,10 +191,31 @@ def gpkg(
             bar.update(task, completed=done, total=planned)
 
         result = export_gpkg(source, bbox, zoom, output, min_zoom=min_zoom, tile_format=format,
-                             batch_tiles=batch_tiles, workers=workers, progress=progress)
+                             batch_tiles=batch_tiles, workers=workers, progress=progress, footprint=geom)
     typer.echo(json.dumps({"path": str(result.path), "tiles_planned": result.tiles_planned,
                            "tiles_written": result.tiles_written, "file_size": result.file_size,
                            "sha256": result.sha256, "zooms": list(result.zooms)}))
+
+
+def _read_footprint(path: Path) -> dict:
+    """The polygon of a GeoJSON file, or a clear ``BadParameter``."""
+    from shapely.geometry import shape
+
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("type") == "FeatureCollection":
+            features = doc.get("features") or []
+            if len(features) != 1:
+                raise ValueError(f"a FeatureCollection must hold exactly one feature, it holds {len(features)}")
+            doc = features[0]
+        geom = doc.get("geometry") if doc.get("type") == "Feature" else doc
+        shp = shape(geom)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise typer.BadParameter(f"{path}: not a GeoJSON polygon ({exc})", param_hint="--footprint") from exc
+    if shp.geom_type not in ("Polygon", "MultiPolygon") or shp.is_empty:
+        raise typer.BadParameter(f"{path}: the footprint must be a Polygon or MultiPolygon, not {shp.geom_type}",
+                                 param_hint="--footprint")
+    return geom
 
 
 @app.command()

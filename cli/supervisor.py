@@ -48,9 +48,6 @@ def prefect_env() -> dict[str, str]:
         "PREFECT_HOME": str((s.var_dir / "prefect").resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "INFO"),
-        # the runner looks for new flow runs this often (seconds); Prefect's default of 10 s
-        # would dominate the latency of a small export
-        "PREFECT_RUNNER_POLL_FREQUENCY": os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "2"),
     }
     env["PREFECT_API_URL"] = os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{s.prefect_port}/api"
     return env

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     gpkg_normal_priority: int = Field(1_000, description="Priority from which a map job goes to gpkg-normal.")
     pool_concurrency: int | None = Field(None, ge=1, description="Flow runs at once across the work pool.")
     package_concurrency: int = Field(4, ge=1, description="package-export runs at once.")
+    runner_poll_seconds: float = Field(0.5, gt=0, le=60, description="How often the embedded runner asks the "
+                                       "Prefect server for new flow runs (and cancellations): the latency between "
+                                       "POST /create and the start of its flow run. Prefect's default is 10 s.")
+    flow_start: Literal["forkserver", "spawn"] = Field(
+        "forkserver", description="How the embedded runner starts a flow run: a fork of a warm process that has "
+        "Prefect, the flows and the raster stack imported (starts in ~0.1 s), or Prefect's default, a new "
+        "interpreter (~2 s of imports per run).")
 
     # --- map packages ------------------------------------------------------------
     tile_format: TileFormat = "mixed"

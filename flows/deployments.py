@@ -81,25 +81,46 @@ def entrypoint(spec: DeploymentSpec) -> str:
 
 
 def serve_all(limit: int | None = None) -> None:
-    """Serve every deployment from this process (the embedded runner of ``make run``)."""
-    from prefect import serve
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    """Serve every deployment from this process (the embedded runner of ``make run``).
 
-    runner_deployments = []
+    The flows are added to the runner as flow objects (``Runner.add_flow``), not as deployments only:
+    then the runner starts a flow run by calling the flow object in a child process, which
+    ``flows.warm_start`` forks from a warm fork server, instead of a ``python -m prefect.engine``
+    interpreter that imports and loads everything again (~2 s per run).
+    """
+    import asyncio
+
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    from core.settings import get_settings
+    from flows import warm_start
+
+    settings = get_settings()
+    warm_start.install(settings.flow_start)
+    runner = Runner(pause_on_shutdown=True, limit=limit, query_seconds=settings.runner_poll_seconds)
     for d in all_deployments():
         limit_cfg = None
         if d.concurrency_limit:
             limit_cfg = ConcurrencyLimitConfig(limit=d.concurrency_limit,
                                                collision_strategy=ConcurrencyLimitStrategy(d.collision_strategy))
-        runner_deployments.append(d.flow.to_deployment(
+        runner.add_flow(
+            d.flow,
             name=deployment_name(d),
             description=d.description,
             tags=d.tags,
             cron=d.cron,
             parameters=d.parameters or None,
             concurrency_limit=limit_cfg,
-        ))
-    serve(*runner_deployments, limit=limit, print_starting_message=True)
+        )
+        print(f"serving deployment '{d.flow.name}/{deployment_name(d)}'", flush=True)
+    print(f"polling for flow runs every {settings.runner_poll_seconds:g} s; flow runs start by "
+          f"{settings.flow_start}", flush=True)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass
 
 
 def prefect_yaml() -> dict[str, Any]:

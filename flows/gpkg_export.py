@@ -1,17 +1,23 @@
-"""The ``gpkg-export`` flow: admission by priority, batch rendering, one GeoPackage, callbacks."""
+"""The ``gpkg-export`` flow: admission by priority, batch rendering, one GeoPackage, callbacks.
+
+The raster stack (rasterio/GDAL, numpy, Pillow, the ``tiling`` package) is imported inside the functions
+that use it, which run in the flow-run process: the runner imports this module only for the flow object
+and stays ~65 MB smaller, and the fork server that flow runs start from has it all preloaded anyway
+(``flows.warm_start.PRELOAD``).
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import rasterio
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from rasterio.errors import RasterioIOError
 
 from core import map_packages
 from core.models import JobStatus, TaskStatus
@@ -19,10 +25,10 @@ from core.settings import get_settings
 from core.storage import Storage
 from flows import job_store
 from flows.callbacks import send_callbacks
-from tiling.batchfile import BatchFileWriter, read_batch_file
-from tiling.gpkg import GeoPackageWriter, write_sidecar
-from tiling.grid import Batch, WorkUnit, unit_levels
-from tiling.render import encode_pool, render_batch
+
+if TYPE_CHECKING:
+    from tiling.gpkg import GeoPackageWriter
+    from tiling.grid import Batch
 
 
 class JobAborted(Exception):
@@ -31,6 +37,8 @@ class JobAborted(Exception):
 
 def _io_error_only(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
     """Retry reads that failed on I/O; a bad request or bad data fails at once."""
+    from rasterio.errors import RasterioIOError
+
     try:
         state.result()
     except (OSError, RasterioIOError, TimeoutError):
@@ -50,6 +58,10 @@ def render_batch_task(job_id: str, task_id: str, source: str, batch: dict, tile_
                       footprint: dict | None, levels: int = 0, clip_bounds: list[float] | None = None) -> int:
     """Read one block of tiles from the layer (and build the ``levels`` coarser zooms above it by
     downsampling), encode them, hand them to the writer as a batch file."""
+    from tiling.batchfile import BatchFileWriter
+    from tiling.grid import Batch, WorkUnit
+    from tiling.render import encode_pool, render_batch
+
     b = Batch.from_dict(batch)
     unit = WorkUnit(b, levels)
     job_store.mark_task(task_id, TaskStatus.IN_PROGRESS)
@@ -69,37 +81,39 @@ def render_batch_task(job_id: str, task_id: str, source: str, batch: dict, tile_
     return out.count
 
 
-@task(name="write-geopackage")
-def write_geopackage_task(job_id: str) -> dict:
-    """The single writer: merge every batch file into one GeoPackage, publish it atomically."""
+def open_package(job_id: str, spec: job_store.JobSpec) -> GeoPackageWriter:
+    """The job's GeoPackage, under a temporary name until it is published."""
+    from tiling.gpkg import GeoPackageWriter
+
+    tmp = Storage.temp_path_for(map_packages.package_path(spec.package_name))
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    return GeoPackageWriter(
+        tmp, table="tiles", identifier=f"{spec.product_name} {spec.product_version} z0-{spec.zoom}",
+        description=f"geoexport map package of layer {spec.layer_id}", tile_bounds=tuple(spec.snapped_bbox),
+        zooms=list(range(spec.zoom + 1)),
+    )
+
+
+@task(name="write-geopackage", cache_policy=NO_CACHE)
+def write_geopackage_task(job_id: str, writer: GeoPackageWriter) -> dict:
+    """Finish the GeoPackage the batches were merged into as they completed (the single writer): the
+    footprint layer, then publish it atomically with its sha256 sidecar."""
+    from tiling.gpkg import write_sidecar
+
     spec = job_store.load(job_id)
     assert spec is not None
     final = map_packages.package_path(spec.package_name)
-    tmp = Storage.temp_path_for(final)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    try:
-        with GeoPackageWriter(
-            tmp, table="tiles", identifier=f"{spec.product_name} {spec.product_version} z0-{spec.zoom}",
-            description=f"geoexport map package of layer {spec.layer_id}", tile_bounds=tuple(spec.snapped_bbox),
-            zooms=list(range(spec.zoom + 1)),
-        ) as writer:
-            for t in job_store.tasks(job_id):
-                b = Batch(t.zoom, t.min_col, t.min_row, t.max_col, t.max_row)
-                written += writer.write_tiles(read_batch_file(batch_file(job_id, b)))
-            writer.add_footprint_layer(spec.footprint, {
-                "job_id": job_id, "db_id": spec.layer_id, "product": spec.product_name,
-                "version": spec.product_version, "max_zoom": spec.zoom,
-                "bbox": ",".join(f"{v:.9f}" for v in spec.snapped_bbox),
-            })
-        if job_store.status(job_id) != JobStatus.IN_PROGRESS:
-            raise JobAborted("job was cancelled before its package was published")
-        Storage.publish(tmp, final)
-    except BaseException:
-        Storage.remove(tmp)
-        raise
+    writer.add_footprint_layer(spec.footprint, {
+        "job_id": job_id, "db_id": spec.layer_id, "product": spec.product_name,
+        "version": spec.product_version, "max_zoom": spec.zoom,
+        "bbox": ",".join(f"{v:.9f}" for v in spec.snapped_bbox),
+    })
+    writer.close()
+    if job_store.status(job_id) != JobStatus.IN_PROGRESS:
+        raise JobAborted("job was cancelled before its package was published")
+    Storage.publish(writer.path, final)
     side = write_sidecar(final)
-    return {"size": side["size"], "sha256": side["sha256"], "tiles": written}
+    return {"size": side["size"], "sha256": side["sha256"], "tiles": writer.tiles_written}
 
 
 def _task_runner():  # type: ignore[no-untyped-def]
@@ -136,8 +150,13 @@ def gpkg_export(job_id: str) -> dict:
     try:
         with job_store.Heartbeat(job_id, settings.heartbeat_seconds):
             _check_source(spec.source)
-            _render_all(job_id, spec)
-            result = write_geopackage_task(job_id)
+            writer = open_package(job_id, spec)
+            try:
+                _render_all(job_id, spec, writer)
+                result = write_geopackage_task(job_id, writer)
+            except BaseException:
+                writer.abort()  # a partial package is never published; its batch files stay for a retry
+                raise
         if not job_store.complete(job_id, result["size"], result["sha256"]):
             raise JobAborted("job was cancelled before completion")
         logger.info("job=%s completed: %d tiles written, %d bytes", job_id, result["tiles"], result["size"])
@@ -158,6 +177,9 @@ def gpkg_export(job_id: str) -> dict:
 
 def _check_source(source: str) -> None:
     """Fail at once, with rasterio's reason, when the layer's source cannot be opened at all."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
     try:
         with rasterio.open(source):
             pass
@@ -174,7 +196,12 @@ def _wait_for_turn(job_id: str, limit: int) -> None:
         delay = min(delay * 1.5, 2.0)
 
 
-def _render_all(job_id: str, spec: job_store.JobSpec) -> None:
+def _render_all(job_id: str, spec: job_store.JobSpec, writer: GeoPackageWriter) -> None:
+    """Render every unfinished batch in tasks; merge each batch file into ``writer`` as soon as its task is
+    done (in this thread, while the other tasks render), as the one-off CLI streams into its writer."""
+    from tiling.batchfile import read_batch_file
+    from tiling.grid import Batch, unit_levels
+
     map_packages.job_work_dir(job_id).mkdir(parents=True, exist_ok=True)
     todo = []
     tasks = job_store.tasks(job_id)
@@ -183,25 +210,29 @@ def _render_all(job_id: str, spec: job_store.JobSpec) -> None:
         b = Batch(t.zoom, t.min_col, t.min_row, t.max_col, t.max_row)
         # a finished batch whose file is still there is reused (a resumed run does not redo it)
         if t.status == TaskStatus.COMPLETED and batch_file(job_id, b).exists():
+            writer.write_tiles(read_batch_file(batch_file(job_id, b)))
             continue
         todo.append((str(t.id), b, unit_levels(t.zoom, spec.zoom, zooms)))
 
     artifact = create_progress_artifact(
         progress=0.0, key=f"gpkg-{job_id}", description=f"tiles rendered for map job {job_id}"
     )
-    futures = [
+    futures = {
         render_batch_task.submit(job_id, task_id, spec.source, b.to_dict(), spec.tile_format, spec.footprint,
-                                 levels, list(spec.snapped_bbox))
+                                 levels, list(spec.snapped_bbox)): b
         for task_id, b, levels in todo
-    ]
+    }
     aborted = False
     failure: BaseException | None = None
     last = 0.0
-    for fut in as_completed(futures):
+    for fut in as_completed(list(futures)):
         try:
             fut.result()
         except Exception as exc:
             failure = failure or exc
+        else:
+            if failure is None and not aborted:
+                writer.write_tiles(read_batch_file(batch_file(job_id, futures[fut])))
         done, planned = job_store.refresh_progress(job_id)
         pct = 100.0 * done / planned if planned else 100.0
         if pct - last >= 1.0 or done == planned:

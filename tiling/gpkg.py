@@ -18,7 +18,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import fiona
 from shapely.geometry import MultiPolygon, mapping, shape
 
 from tiling.grid import TILE_SIZE, matrix_size, resolution_for_zoom
@@ -315,6 +314,9 @@ class GeoPackageWriter:
             "geometry": mapping(geom),
             "properties": {k: (int(v) if schema_props[k] == "int" else v) for k, v in properties.items()},
         }
+        # imported here: fiona loads its own copy of GDAL (~27 MB resident), needed only for this last step
+        import fiona
+
         fiona_log = logging.getLogger("fiona._err")
         fiona_log.addFilter(_FIONA_LOG_FILTER)
         try:

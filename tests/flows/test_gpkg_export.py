@@ -262,6 +262,42 @@ def test_cli_layers_and_one_off_gpkg(stack, demo_cog: Path, tmp_path: Path) -> N
     validate_gpkg(target)
 
 
+def test_one_off_gpkg_clips_to_a_footprint_file(demo_cog: Path, tmp_path: Path) -> None:
+    """``geoexport gpkg --footprint``: the same clipping as a layer's footprint in the service."""
+    with rasterio.open(demo_cog) as src:
+        minx, miny, maxx, maxy = src.bounds
+    cut = minx + (maxx - minx) / 3
+
+    def gpkg(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli.main", "gpkg", str(demo_cog), "--bbox",
+                               *map(str, (minx, miny, maxx, maxy)), "--resolution", str(RES14), "-o", str(out),
+                               "--min-zoom", "13", "--quiet", *extra], capture_output=True, text=True)
+
+    full = gpkg(tmp_path / "full.gpkg")
+    assert full.returncode == 0, full.stderr
+    west = {"type": "Polygon", "coordinates": [[[minx, miny], [cut, miny], [cut, maxy], [minx, maxy], [minx, miny]]]}
+    (tmp_path / "west.geojson").write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": west}))
+    clipped = gpkg(tmp_path / "west.gpkg", "--footprint", str(tmp_path / "west.geojson"))
+    assert clipped.returncode == 0, clipped.stderr
+    n_full = json.loads(full.stdout.strip().splitlines()[-1])["tiles_written"]
+    n_west = json.loads(clipped.stdout.strip().splitlines()[-1])["tiles_written"]
+    assert 0 < n_west < n_full
+    validate_gpkg(tmp_path / "west.gpkg")
+    with rasterio.open(tmp_path / "west.gpkg") as ds:
+        alpha = ds.read(ds.count) if ds.count == 4 else ds.dataset_mask()
+        col = ds.index(cut + 0.0005, (miny + maxy) / 2)[1]
+        assert not alpha[:, col:].any()  # east of the footprint: nothing visible
+        assert alpha[:, : max(1, col - 40)].any()
+
+    (tmp_path / "point.geojson").write_text(json.dumps({"type": "Point", "coordinates": [minx, miny]}))
+    bad = gpkg(tmp_path / "bad.gpkg", "--footprint", str(tmp_path / "point.geojson"))
+    assert bad.returncode == 2 and "must be a Polygon or MultiPolygon" in bad.stderr
+    (tmp_path / "junk.geojson").write_text("{not json")
+    junk = gpkg(tmp_path / "junk.gpkg", "--footprint", str(tmp_path / "junk.geojson"))
+    assert junk.returncode == 2 and "not a GeoJSON polygon" in junk.stderr
+    assert not (tmp_path / "bad.gpkg").exists() and not (tmp_path / "junk.gpkg").exists()
+
+
 def test_jobs_belong_to_their_subject(client, runner, demo_cog: Path) -> None:
     """GET/DELETE /create/{id}: the subject or an admin; a job shared through the cache is readable, not deletable."""
     from tests.conftest import token
