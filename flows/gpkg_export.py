@@ -8,6 +8,7 @@ and stays ~65 MB smaller, and the fork server that flow runs start from has it a
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.utilities.annotations import quote
 
 from core import map_packages
 from core.models import JobStatus, TaskStatus
@@ -49,6 +49,18 @@ def _io_error_only(task, task_run, state) -> bool:  # type: ignore[no-untyped-de
     return False
 
 
+@functools.lru_cache(maxsize=8)
+def _layer_footprint(job_id: str) -> dict | None:
+    """The footprint the job's tiles are clipped to, read once per process.
+
+    Not a task parameter: Prefect walks every parameter looking for futures, on submission and again before
+    each run, and hashes it for the cache key — for a footprint of thousands of vertices that cost ~1 CPU-s
+    on an 11-task job (measured), and a quoted parameter does not survive the Dask task runner.
+    """
+    spec = job_store.load(job_id)
+    return spec.footprint if spec is not None else None
+
+
 def batch_file(job_id: str, batch: Batch) -> Path:
     return map_packages.job_work_dir(job_id) / f"{batch.key}.tiles"
 
@@ -58,13 +70,14 @@ def batch_file(job_id: str, batch: Batch) -> Path:
 @task(name="render-batch", retries=2, retry_delay_seconds=[1, 4], retry_condition_fn=_io_error_only,
       task_run_name="render-z{batch[zoom]}-{task_id}", cache_policy=NO_CACHE)
 def render_batch_task(job_id: str, task_id: str, source: str, batch: dict, tile_format: str,
-                      footprint: dict | None, levels: int = 0, clip_bounds: list[float] | None = None) -> int:
+                      levels: int = 0, clip_bounds: list[float] | None = None) -> int:
     """Read one block of tiles from the layer (and build the ``levels`` coarser zooms above it by
     downsampling), encode them, hand them to the writer as a batch file."""
     from tiling.batchfile import BatchFileWriter
     from tiling.grid import Batch, WorkUnit
     from tiling.render import encode_pool, render_batch
 
+    footprint = _layer_footprint(job_id)
     b = Batch.from_dict(batch)
     unit = WorkUnit(b, levels)
     job_store.mark_task(task_id, TaskStatus.IN_PROGRESS)
@@ -220,11 +233,8 @@ def _render_all(job_id: str, spec: job_store.JobSpec, writer: GeoPackageWriter) 
     artifact = create_progress_artifact(
         progress=0.0, key=f"gpkg-{job_id}", description=f"tiles rendered for map job {job_id}"
     )
-    # quote(): Prefect would otherwise walk every vertex of the footprint looking for futures, on submission
-    # and again before each run (measured: ~1 CPU-s on a 1,564-vertex footprint and 11 tasks)
-    footprint = quote(spec.footprint)
     futures = {
-        render_batch_task.submit(job_id, task_id, spec.source, b.to_dict(), spec.tile_format, footprint,
+        render_batch_task.submit(job_id, task_id, spec.source, b.to_dict(), spec.tile_format,
                                  levels, list(spec.snapped_bbox)): b
         for task_id, b, levels in todo
     }

@@ -34,7 +34,7 @@ def _run_job(stack, prefect_api: str, cog) -> tuple[dict, dict]:  # type: ignore
             job_id = client.post("/create", json={"dbId": db_id, "bbox": BBOX, "targetResolution": RES14,
                                                   "callbackURLs": []}).json()["id"]
             job = wait_final(client, job_id, 240)
-            assert job["status"] == "Completed", job
+            assert job["status"] == "Completed", (job.get("errorReason"), job)
             return job, _tiles(package_path(job["packageName"]))
     finally:
         stop_process(proc)
