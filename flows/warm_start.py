@@ -51,6 +51,7 @@ PRELOAD: list[str] = [
     "flows.callbacks",
     "flows.cleanup",
     "flows.package_export",
+    "flows.warm_start_freeze",  # last: freezes what the others imported (see that module)
 ]
 
 

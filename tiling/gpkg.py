@@ -170,7 +170,10 @@ class GeoPackageWriter:
     def _tune(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("PRAGMA cache_size=-65536")
+        # 8 MB: tiles are appended (rowid order) and their blobs go to overflow pages that are written once, so
+        # only the (zoom, column, row) index needs caching (~20 bytes a tile); a larger cache just fills up
+        # with blob pages on a big package (64 MB measured on a 675 MB one) and buys nothing
+        conn.execute("PRAGMA cache_size=-8192")
 
     def _create(
         self,

@@ -92,9 +92,11 @@ _FORMATS = ("png", "jpeg", "mixed")
 CHUNK_TILES = 8
 #: zlib level of PNG tiles (see the module docstring).
 DEFAULT_PNG_LEVEL = 6
-#: GDAL block cache (MB) used while reading: metatile reads do not need more, and GDAL's default (5% of
-#: the RAM) makes the resident size grow with the job.
-GDAL_CACHE_MB = 128
+#: GDAL block cache (MB) used while reading. A chunk of 8×8 tiles touches up to 5×5 source blocks of 512 px
+#: (25 MB of RGBA) and its neighbour re-uses a column of them: two render threads need ~60 MB (measured on
+#: the 52,777-tile benchmark: 64 MB thrashes, 265 s instead of 140 s; 96 MB is as fast as 128 MB); GDAL's
+#: default (5% of the RAM) only makes the resident size grow with the job.
+GDAL_CACHE_MB = 96
 
 
 @dataclass(frozen=True)
@@ -680,14 +682,14 @@ def downsample2(pixels: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.n
     h, w = alpha.shape
     if h % 2 or w % 2:
         raise ValueError(f"block size must be even, got {w}x{h}")
+    if alpha.all():
+        # Pillow's 2x2 box reduction rounds exactly as (a + b + c + d + 2) >> 2 and runs in C without the GIL:
+        # ~3x faster than the numpy version below, bit for bit the same (np.array: a writable copy)
+        return np.array(Image.fromarray(np.ascontiguousarray(pixels)).reduce(2)), np.ones((h // 2, w // 2), bool)
     acc = pixels[0::2, 0::2].astype(np.uint16)
     acc += pixels[1::2, 0::2]
     acc += pixels[0::2, 1::2]
     acc += pixels[1::2, 1::2]
-    if alpha.all():
-        acc += 2
-        acc >>= 2
-        return acc.astype(np.uint8), np.ones((h // 2, w // 2), bool)
     count = alpha[0::2, 0::2].astype(np.uint8)
     count += alpha[1::2, 0::2]
     count += alpha[0::2, 1::2]

@@ -23,6 +23,7 @@ def probe(out: str) -> None:
         "pid": os.getpid(), "ppid": os.getppid(),
         "preloaded": [m for m in ("rasterio", "tiling.render", "flows.gpkg_export") if m in sys.modules],
         "threads": threading.active_count(),
+        "frozen": __import__("gc").get_freeze_count(),
     }))
 
 
@@ -65,6 +66,7 @@ def test_run_flow_in_subprocess_forks_from_the_preloaded_server(prefect_api: str
     server_pid = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
     assert seen["ppid"] == server_pid != os.getpid()
     assert seen["preloaded"] == ["rasterio", "tiling.render", "flows.gpkg_export"]
+    assert seen["frozen"] > 10_000  # the preloaded objects stay out of the child's collections
     assert "multiprocessing.forkserver" in _cmdline(server_pid)
     assert warm_start.install("spawn") is False
 
