@@ -215,6 +215,10 @@ def _wait_for_turn(job_id: str, limit: int) -> None:
 def _render_all(job_id: str, spec: job_store.JobSpec, writer: GeoPackageWriter) -> None:
     """Render every unfinished batch in tasks; merge each batch file into ``writer`` as soon as its task is
     done (in this thread, while the other tasks render), as the one-off CLI streams into its writer."""
+    # imported here, in one thread, before the task threads need them: a flow run started as a fresh
+    # interpreter (Prefect workers, GEOEXPORT_FLOW_START=spawn) would otherwise import tiling.render, and
+    # rio-tiler with it, from two threads at once — which can fail on rio-tiler's circular imports
+    import tiling.render  # noqa: F401
     from tiling.batchfile import read_batch_file
     from tiling.grid import Batch, unit_levels
 
