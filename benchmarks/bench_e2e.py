@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_tools import RssPoller, _children_map, run_measured, tile_stats, validate
+from bench_tools import RssPoller, process_tree, run_measured, tile_stats, validate
 
 BIN = Path(sys.executable).parent
 MB = 1024 * 1024
@@ -93,10 +93,9 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) used so far by ``root``, its live descendants and the children it reaped."""
-    kids, total, todo = _children_map(), 0.0, [root]
-    while todo:
-        pid = todo.pop()
+    """CPU seconds (user + system) used so far by ``root``, its live descendants and the children they reaped."""
+    total = 0.0
+    for pid in process_tree(root):
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
@@ -105,7 +104,6 @@ def tree_cpu(root: int) -> float:
         # utime stime cutime cstime are fields 14-17 (1-based), i.e. 11-14 after the command name; a
         # process's cutime/cstime hold only the children it has reaped (no longer in the tree): no double count
         total += sum(int(v) for v in fields[11:15]) / _TICK
-        todo.extend(kids.get(pid, []))
     return total
 
 

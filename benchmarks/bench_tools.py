@@ -40,7 +40,8 @@ def _children_map() -> dict[int, list[int]]:
     return kids
 
 
-def _tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its live descendants."""
     kids, out, todo = _children_map(), [], [root]
     while todo:
         pid = todo.pop()
@@ -69,11 +70,6 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def tree_rss(root: int) -> int:
-    """Sum of the resident set sizes (bytes) of ``root`` and all its descendants."""
-    return sum(_rss(pid) for pid in _tree(root))
-
-
 class RssPoller:
     """Poll the memory of a process tree in a thread (bytes, maxima over the polls):
 
@@ -91,7 +87,7 @@ class RssPoller:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pids = _tree(self.root)
+            pids = process_tree(self.root)
             rss = [_rss(pid) for pid in pids]
             self.peak = max(self.peak, sum(rss))
             self.peak_process = max(self.peak_process, max(rss, default=0))

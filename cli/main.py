@@ -52,6 +52,9 @@ def serve(limit: Annotated[int, typer.Option(help="Flow runs at the same time")]
     from flows.deployments import serve_all
 
     _logging()
+    # the runner asks the Prefect server for work every GEOEXPORT_RUNNER_POLL_SECONDS: httpx's line per
+    # request at INFO would be a couple of log lines a second of nothing
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     serve_all(limit=limit)
 
 

@@ -97,7 +97,7 @@ def render_batch_task(job_id: str, task_id: str, source: str, batch: dict, tile_
     return out.count
 
 
-def open_package(job_id: str, spec: job_store.JobSpec) -> GeoPackageWriter:
+def open_package(spec: job_store.JobSpec) -> GeoPackageWriter:
     """The job's GeoPackage, under a temporary name until it is published."""
     from tiling.gpkg import GeoPackageWriter
 
@@ -116,6 +116,7 @@ def write_geopackage_task(job_id: str, writer: GeoPackageWriter) -> dict:
     footprint layer, then publish it atomically with its sha256 sidecar."""
     from tiling.gpkg import write_sidecar
 
+    # loaded here, not passed in: Prefect would walk the spec's footprint vertex by vertex as a parameter
     spec = job_store.load(job_id)
     assert spec is not None
     final = map_packages.package_path(spec.package_name)
@@ -166,7 +167,7 @@ def gpkg_export(job_id: str) -> dict:
     try:
         with job_store.Heartbeat(job_id, settings.heartbeat_seconds):
             _check_source(spec.source)
-            writer = open_package(job_id, spec)
+            writer = open_package(spec)
             try:
                 _render_all(job_id, spec, writer)
                 result = write_geopackage_task(job_id, writer)
