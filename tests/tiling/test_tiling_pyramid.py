@@ -75,6 +75,47 @@ def test_downsample2_means_of_opaque_children() -> None:
     assert not ea.any() and empty.tolist() == [[0]]
 
 
+
+def _mean_of_opaque_children(pixels: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The definition, pixel by pixel: rounded mean of the opaque children, 0 where none is."""
+    h, w = alpha.shape[0] // 2, alpha.shape[1] // 2
+    out = np.zeros((h, w) + pixels.shape[2:], np.uint8)
+    opaque = np.zeros((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            kids = [(2 * y + dy, 2 * x + dx) for dy in (0, 1) for dx in (0, 1) if alpha[2 * y + dy, 2 * x + dx]]
+            if kids:
+                total = sum(pixels[k].astype(np.int64) for k in kids)
+                out[y, x] = (total + len(kids) // 2) // len(kids)
+                opaque[y, x] = True
+    return out, opaque
+
+
+@pytest.mark.parametrize("mask", ["opaque", "edge", "holes", "ragged", "empty"])
+@pytest.mark.parametrize("bands", [0, 3])
+def test_downsample2_matches_its_definition(mask: str, bands: int) -> None:
+    # every path of downsample2 (Pillow for opaque blocks, Pillow + edge fix-up, all-numpy for ragged masks)
+    rng = np.random.default_rng(7)
+    shape = (64, 96) + ((bands,) if bands else ())
+    alpha = np.ones(shape[:2], bool)
+    if mask == "edge":
+        alpha[:, 37:] = False
+        alpha[51:] = False
+    elif mask == "holes":
+        alpha[rng.random(alpha.shape) < 0.01] = False
+    elif mask == "ragged":
+        alpha = rng.random(alpha.shape) < 0.5
+    elif mask == "empty":
+        alpha[:] = False
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    pixels *= alpha[..., None] if bands else alpha
+    out, opaque = downsample2(pixels, alpha)
+    want, want_opaque = _mean_of_opaque_children(pixels, alpha)
+    assert out.dtype == np.uint8 and out.shape == want.shape
+    assert np.array_equal(opaque, want_opaque)
+    assert np.array_equal(out, want)
+    out[0, 0] = 1  # writable: the pyramid code zeroes and pastes into it
+
 def _unit_batch(source_bounds: tuple[float, ...], zoom: int) -> Batch:
     r = tile_range(source_bounds, zoom)
     return Batch(zoom, r.min_col, r.min_row, r.max_col, r.max_row)
