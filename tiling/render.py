@@ -200,25 +200,12 @@ def encode_tile(pixels: np.ndarray, alpha: np.ndarray, options: EncodeOptions) -
             a = alpha.astype(np.uint8) * 255
             # (h, w, 4) -> RGBA, (h, w, 2) -> LA
             image = Image.fromarray(np.ascontiguousarray(np.dstack([pixels, a])))
-    return _save(image, fmt, options), fmt
-
-
-def _save(image: Image.Image, fmt: TileFormat, options: EncodeOptions) -> bytes:
     buf = io.BytesIO()
     if fmt == "jpeg":
         image.save(buf, format="JPEG", quality=options.jpeg_quality, optimize=True)
     else:
         image.save(buf, format="PNG", compress_level=options.png_compress_level)
-    return buf.getvalue()
-
-
-def _encode_opaque_crop(
-    image: Image.Image, box: tuple[int, int, int, int], options: EncodeOptions
-) -> tuple[bytes, TileFormat]:
-    """Encode the fully opaque tile at ``box`` of a block held as a Pillow image: the same bytes as
-    :func:`encode_tile` on its pixels (the same image, cut by a C copy instead of rebuilt from numpy)."""
-    fmt: TileFormat = "png" if options.tile_format == "png" else "jpeg"
-    return _save(image.crop(box), fmt, options), fmt
+    return buf.getvalue(), fmt
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -334,12 +321,6 @@ def _opened(source: str, datasets: dict[int | None, Any] | None, level: int | No
     if level not in datasets:
         datasets[level] = rasterio.open(source, **kwargs)
     yield datasets[level]
-
-
-#: Pixels of a block in the pyramid code: numpy while any pixel may be transparent; a fully opaque block is
-#: turned into a Pillow image once, then its tiles are cut from it and its next zoom is Pillow's 2×2
-#: reduction of it, never converted back to numpy (each conversion is a full copy: ~1 CPU-s per 3,000 tiles)
-Pixels = np.ndarray | Image.Image
 
 
 @dataclass
@@ -547,15 +528,14 @@ def _render_unit(
         block = read(batch)
         if block is None:
             return
-        pixels: Pixels
         pixels, alpha = block
-        pixels = encoder.block(batch.zoom, batch.min_col, batch.min_row, pixels, alpha)
+        encoder.block(batch.zoom, batch.min_col, batch.min_row, pixels, alpha)
         zoom, col0, row0 = batch.zoom, batch.min_col, batch.min_row
         for _ in range(levels):
             pixels, alpha, col0, row0 = _pad_even(pixels, alpha, col0, row0)
-            pixels, alpha = _halve(pixels, alpha)
+            pixels, alpha = downsample2(pixels, alpha)
             zoom, col0, row0 = zoom - 1, col0 // 2, row0 // 2
-            pixels = encoder.block(zoom, col0, row0, pixels, alpha)
+            encoder.block(zoom, col0, row0, pixels, alpha)
         return
     # memory stays flat whatever the unit size: the unit is walked as a quadtree of squares of 2**levels
     # tiles (aligned in global indices: each square owns every tile of its pyramid); the finest zoom is read
@@ -573,7 +553,7 @@ def _render_square(
     col0: int,
     row0: int,
     side: int,
-) -> tuple[Pixels, np.ndarray] | None:
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Encode zooms ``batch.zoom`` .. ``batch.zoom - log2(side)`` of the aligned square of ``side`` tiles at
     ``(col0, row0)`` (clipped to ``batch``); return its single tile of the coarsest of those zooms, ``None``
     when it is empty."""
@@ -586,14 +566,13 @@ def _render_square(
         block = read(Batch(zoom, c0, r0, c1, r1))
         if block is None:
             return None
-        pixels: Pixels
         pixels, alpha = block
-        pixels = encoder.block(zoom, c0, r0, pixels, alpha)
+        encoder.block(zoom, c0, r0, pixels, alpha)
         while side > 1:
             pixels, alpha, c0, r0 = _pad_even(pixels, alpha, c0, r0)
-            pixels, alpha = _halve(pixels, alpha)
+            pixels, alpha = downsample2(pixels, alpha)
             zoom, c0, r0, side = zoom - 1, c0 // 2, r0 // 2, side // 2
-            pixels = encoder.block(zoom, c0, r0, pixels, alpha)
+            encoder.block(zoom, c0, r0, pixels, alpha)
         return pixels, alpha
     half = side // 2
     canvas: np.ndarray | None = None
@@ -604,15 +583,14 @@ def _render_square(
             if top is None:
                 continue
             ys, xs = slice(dy * TILE_SIZE, (dy + 1) * TILE_SIZE), slice(dx * TILE_SIZE, (dx + 1) * TILE_SIZE)
-            top_pixels = np.asarray(top[0])
             if canvas is None:
-                canvas = np.zeros(canvas_alpha.shape + top_pixels.shape[2:], np.uint8)
-            canvas[ys, xs], canvas_alpha[ys, xs] = top_pixels, top[1]
+                canvas = np.zeros(canvas_alpha.shape + top[0].shape[2:], np.uint8)
+            canvas[ys, xs], canvas_alpha[ys, xs] = top
     if canvas is None:
         return None
-    pixels, alpha = _halve(canvas, canvas_alpha)
+    pixels, alpha = downsample2(canvas, canvas_alpha)
     levels = side.bit_length() - 1
-    pixels = encoder.block(zoom - levels, col0 >> levels, row0 >> levels, pixels, alpha)
+    encoder.block(zoom - levels, col0 >> levels, row0 >> levels, pixels, alpha)
     return pixels, alpha
 
 
@@ -661,17 +639,8 @@ class _Encoder:
             collections.deque()
         )
 
-    def block(self, zoom: int, col0: int, row0: int, pixels: Pixels, alpha: np.ndarray) -> Pixels:
-        """Encode the non-empty 256×256 tiles of a block whose top-left tile is ``(col0, row0)``; return
-        its pixels, as a Pillow image when the block is fully opaque (see ``Pixels``)."""
-        if isinstance(pixels, Image.Image) or alpha.all():
-            image = pixels if isinstance(pixels, Image.Image) else _image(pixels)
-            for y0 in range(0, alpha.shape[0], TILE_SIZE):
-                for x0 in range(0, alpha.shape[1], TILE_SIZE):
-                    col, row = col0 + x0 // TILE_SIZE, row0 + y0 // TILE_SIZE
-                    box = (x0, y0, x0 + TILE_SIZE, y0 + TILE_SIZE)
-                    self._submit(zoom, col, row, _encode_opaque_crop, image, box)
-            return image
+    def block(self, zoom: int, col0: int, row0: int, pixels: np.ndarray, alpha: np.ndarray) -> None:
+        """Encode the non-empty 256×256 tiles of a block whose top-left tile is ``(col0, row0)``."""
         for y0 in range(0, alpha.shape[0], TILE_SIZE):
             for x0 in range(0, alpha.shape[1], TILE_SIZE):
                 tile_alpha = alpha[y0 : y0 + TILE_SIZE, x0 : x0 + TILE_SIZE]
@@ -679,18 +648,13 @@ class _Encoder:
                     continue
                 tile_pixels = pixels[y0 : y0 + TILE_SIZE, x0 : x0 + TILE_SIZE]
                 col, row = col0 + x0 // TILE_SIZE, row0 + y0 // TILE_SIZE
-                self._submit(zoom, col, row, encode_tile, tile_pixels, tile_alpha)
-        return pixels
-
-    def _submit(
-        self, zoom: int, col: int, row: int, encode: Callable[..., tuple[bytes, TileFormat]], *args: Any
-    ) -> None:
-        if self.pool is None:
-            self.emit(EncodedTile(zoom, col, row, *encode(*args, self.options)))
-            return
-        while len(self.pending) >= MAX_PENDING_ENCODES:
-            self._pop()
-        self.pending.append((zoom, col, row, self.pool.submit(encode, *args, self.options)))
+                if self.pool is None:
+                    self.emit(EncodedTile(zoom, col, row, *encode_tile(tile_pixels, tile_alpha, self.options)))
+                    continue
+                while len(self.pending) >= MAX_PENDING_ENCODES:
+                    self._pop()
+                future = self.pool.submit(encode_tile, tile_pixels, tile_alpha, self.options)
+                self.pending.append((zoom, col, row, future))
 
     def _pop(self) -> None:
         zoom, col, row, future = self.pending.popleft()
@@ -707,15 +671,14 @@ class _Encoder:
 
 
 def _pad_even(
-    pixels: Pixels, alpha: np.ndarray, col0: int, row0: int
-) -> tuple[Pixels, np.ndarray, int, int]:
+    pixels: np.ndarray, alpha: np.ndarray, col0: int, row0: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Pad a block with transparent tiles so that it starts and ends on even tile indices."""
     ncols, nrows = alpha.shape[1] // TILE_SIZE, alpha.shape[0] // TILE_SIZE
     left, top = col0 % 2, row0 % 2
     right, bottom = (col0 + ncols) % 2, (row0 + nrows) % 2
     if not (left or top or right or bottom):
         return pixels, alpha, col0, row0
-    pixels = np.asarray(pixels)
     t = TILE_SIZE
     shape = ((nrows + top + bottom) * t, (ncols + left + right) * t)
     new_alpha = np.zeros(shape, bool)
@@ -724,16 +687,6 @@ def _pad_even(
     new_alpha[ys, xs] = alpha
     new_pixels[ys, xs] = pixels
     return new_pixels, new_alpha, col0 - left, row0 - top
-
-
-def _halve(pixels: Pixels, alpha: np.ndarray) -> tuple[Pixels, np.ndarray]:
-    """:func:`downsample2` of a pyramid block; an opaque block held as an image stays one."""
-    if isinstance(pixels, Image.Image):
-        h, w = alpha.shape
-        if h % 2 or w % 2:
-            raise ValueError(f"block size must be even, got {w}x{h}")
-        return pixels.reduce(2), np.ones((h // 2, w // 2), bool)
-    return downsample2(pixels, alpha)
 
 
 def downsample2(pixels: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
