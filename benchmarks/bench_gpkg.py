@@ -32,7 +32,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bench_raster import raster_origin, write_bench_cog, write_mosaic_vrt, zoom_res  # noqa: E402
-from bench_tools import Comparison, compare, encode_floor, run_measured, tile_stats, validate  # noqa: E402
+from bench_tools import (  # noqa: E402
+    Comparison,
+    compare,
+    encode_floor,
+    run_measured,
+    tile_stats,
+    validate,
+    work_floor,
+)
 
 BIN = Path(sys.executable).parent
 ZOOM = 14
@@ -161,7 +169,7 @@ def bench_job(job: Job, work: Path, formats: list[str], repeat: int, workers: in
 
 
 def print_table(job: Job, results: dict[str, Result], comparisons: dict[str, Comparison],
-                floors: dict[str, tuple[float, int]]) -> None:
+                floors: dict[str, tuple[float, int, float | None]]) -> None:
     print(f"\n== {job.name}: {job.source.name}, zooms {job.min_zoom}-{job.zoom}, {job.planned} tiles planned ==")
     print(f"{'run':12s} {'wall s':>8s} {'tiles':>7s} {'tiles/s':>8s} {'peak RSS MB':>11s} {'size MB':>8s}  "
           "kinds / validity")
@@ -181,13 +189,16 @@ def print_table(job: Job, results: dict[str, Result], comparisons: dict[str, Com
                   f"MAD mean {c.mean_mad:.2f} worst {c.worst_mad:.2f} (z{c.worst_zoom}), over tolerance "
                   f"{c.over_tol}, alpha mismatch {100 * c.alpha_mismatch:.3f}% -> {'OK' if c.ok() else 'MISMATCH'}")
         if ours and fmt in floors:
-            floor, n = floors[fmt]
+            floor, n, work = floors[fmt]
             print(f"encode floor {fmt:5s}: {floor:.2f} s ({n} tiles re-encoded, / cores) -> ours is "
                   f"x{ours.wall / floor:.2f} of the floor")
+            if work is not None:
+                print(f"  non-encode work {fmt:5s}: {work:.2f} s (read + decode + masks + downsampling, no encoding, "
+                      f"/ cores); encode floor + it {floor + work:.2f} s -> ours is x{ours.wall / (floor + work):.2f}")
 
 
 def summary(job: Job, results: dict[str, Result], comparisons: dict[str, Comparison],
-            floors: dict[str, tuple[float, int]]) -> dict:
+            floors: dict[str, tuple[float, int, float | None]]) -> dict:
     out: dict = {"job": job.name, "planned": job.planned, "zooms": [job.min_zoom, job.zoom], "runs": {}}
     for key, r in results.items():
         out["runs"][key] = {"wall_s": round(r.wall, 3), "walls": [round(w, 3) for w in r.walls], "tiles": r.tiles,
@@ -195,10 +206,13 @@ def summary(job: Job, results: dict[str, Result], comparisons: dict[str, Compari
                             "kinds": r.kinds, "valid": r.valid}
     for fmt, c in comparisons.items():
         out[f"compare_{fmt}"] = c.__dict__
-    for fmt, (floor, _n) in floors.items():
+    for fmt, (floor, _n, work) in floors.items():
         if f"ours-{fmt}" in results:
             out[f"floor_{fmt}_s"] = round(floor, 3)
             out[f"floor_ratio_{fmt}"] = round(results[f"ours-{fmt}"].wall / floor, 3)
+            if work is not None:
+                out[f"non_encode_{fmt}_s"] = round(work, 3)
+                out[f"floor_plus_work_ratio_{fmt}"] = round(results[f"ours-{fmt}"].wall / (floor + work), 3)
     return out
 
 
@@ -214,7 +228,10 @@ def analyse(job: Job, results: dict[str, Result], sample: int | None, cores: int
             # shows on sharp features (roads, river) -> a looser tolerance below the finest zoom
             comparisons[fmt] = compare(ours.path, ref.path, tol=3.0, max_zoom=job.zoom, tol_low=8.0, sample=sample)
         if ours and ours.path:
-            floors[fmt] = encode_floor(ours.path, cores, sample=sample)
+            floor, n = encode_floor(ours.path, cores, sample=sample)
+            # the non-encode work of the large job is as slow to time as the job itself: default job only
+            work = None if sample else work_floor(job.source, job.bbox, job.zoom, job.min_zoom, fmt, cores)
+            floors[fmt] = (floor, n, work)
     return comparisons, floors
 
 

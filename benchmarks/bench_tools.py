@@ -272,3 +272,29 @@ def encode_floor(path: Path, cores: int, sample: int | None = None) -> tuple[flo
     finally:
         con.close()
     return spent * n_all / max(1, len(ids)) / cores, n_all
+
+
+def work_floor(source: Path, bbox: tuple[float, float, float, float], zoom: int, min_zoom: int, fmt: str,
+               cores: int) -> float:
+    """Seconds (CPU of one thread, divided over ``cores``) of everything geoexport's pipeline does *besides*
+    encoding, on the same job: reading and decoding the source, masks, interleaving, 2×2 downsampling.
+
+    The pipeline's own code runs with an encoder that drops its tiles instead of encoding them (internal
+    API, on purpose: the point is to time exactly the work that is not encoding). The encode floor plus this
+    is the least time the job can take on ``cores`` cores with this source and these codecs.
+    """
+    from tiling import render
+    from tiling.grid import UNITS_PER_BATCH, plan_units, snap_bbox
+
+    class _DropTiles(render._Encoder):
+        def _submit(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def, override]
+            return None
+
+    _, units = plan_units(bbox, zoom, min_zoom, 256, UNITS_PER_BATCH * 256)
+    encoder = _DropTiles(render.EncodeOptions(fmt), None, lambda tile: None)  # type: ignore[arg-type]
+    clip = snap_bbox(bbox, zoom)
+    t0 = time.process_time()
+    for unit in units:
+        render._render(str(source), unit.batch, encoder, resampling="bilinear", rescale=None, footprint=None,
+                       clip_bounds=clip, levels=unit.levels)
+    return (time.process_time() - t0) / cores

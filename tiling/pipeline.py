@@ -30,8 +30,8 @@ from tiling.grid import UNITS_PER_BATCH, WorkUnit, plan_units, snap_bbox
 from tiling.render import EncodedTile, OutputFormat, Resampling, encode_pool, render_batch
 
 ExecutorKind = Literal["thread", "process"]
-#: Threads were measured faster than processes on the reference 2-core machine (GDAL, numpy and Pillow
-#: release the GIL; processes pay for pickling every encoded tile back to the parent).
+#: Threads were measured faster than processes on the reference 2-core machine (GDAL, numpy and the tile
+#: encoders release the GIL; processes pay for pickling every encoded tile back to the parent).
 DEFAULT_EXECUTOR: ExecutorKind = "thread"
 
 

@@ -24,7 +24,8 @@ Encoding
     ``png``: always PNG, without an alpha channel when the tile is fully opaque (like GDAL does).
     ``jpeg``: always JPEG; transparent pixels become black (JPEG has no alpha).
     Empty tiles (alpha all zero) are skipped. JPEG uses optimised Huffman tables (like GDAL: ~17% smaller
-    at the same quality). PNG uses zlib level 6 (Pillow's bundled zlib-ng): on the benchmark imagery level 3
+    at the same quality), encoded by libjpeg-turbo through imagecodecs (see :func:`encode_jpeg`). PNG uses
+    zlib level 6 (Pillow's bundled zlib-ng): on the benchmark imagery level 3
     is ~3× faster but ~4.5% larger than GDAL's PNGs (level 6 of classic zlib), too close to the size budget.
 
 Pyramids
@@ -36,8 +37,8 @@ Pyramids
 
 Parallelism
     With ``pool`` (normally :func:`encode_pool`, one thread per core), the calling thread only reads and
-    downsamples; tiles are encoded on the pool (Pillow and numpy release the GIL) and come back in order,
-    at most ``MAX_PENDING_ENCODES`` at a time. Every render call of a process shares the pool, so the
+    downsamples; tiles are encoded on the pool (the PNG and JPEG encoders used release the GIL) and come
+    back in order, at most ``MAX_PENDING_ENCODES`` at a time. Every render call of a process shares the pool, so the
     cores stay busy until the last tile of a job. ``emit`` streams the tiles out as they are encoded.
 
 Fast path
@@ -67,6 +68,7 @@ import numpy as np
 import rasterio
 import rasterio.features
 import shapely
+from imagecodecs import jpeg8_encode
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
@@ -156,7 +158,8 @@ def _tune_malloc() -> None:
 def encode_pool() -> cf.ThreadPoolExecutor:
     """The process-wide tile encode pool: one thread per core.
 
-    Pillow's PNG/JPEG encoders and numpy release the GIL, so threads encode in parallel without pickling
+    Pillow's PNG encoder, imagecodecs' JPEG encoder and numpy release the GIL, so threads encode in parallel
+    without pickling
     tiles between processes. Render calls only *read* and downsample; they hand every tile to this pool,
     so all cores stay busy until the last tile of a job (no idle core while one big unit finishes). A
     forked child gets a pool of its own (the parent's threads do not exist there).
@@ -188,24 +191,33 @@ def encode_tile(pixels: np.ndarray, alpha: np.ndarray, options: EncodeOptions) -
     Pixels under a transparent alpha must already be zeroed by the caller.
     """
     opaque = bool(alpha.all())
-    fmt: TileFormat
     if options.tile_format == "jpeg" or (options.tile_format == "mixed" and opaque):
-        fmt = "jpeg"
+        return encode_jpeg(pixels, options.jpeg_quality), "jpeg"
+    if opaque:
         image = _image(pixels)
     else:
-        fmt = "png"
-        if opaque:
-            image = _image(pixels)
-        else:
-            a = alpha.astype(np.uint8) * 255
-            # (h, w, 4) -> RGBA, (h, w, 2) -> LA
-            image = Image.fromarray(np.ascontiguousarray(np.dstack([pixels, a])))
+        a = alpha.astype(np.uint8) * 255
+        # (h, w, 4) -> RGBA, (h, w, 2) -> LA
+        image = Image.fromarray(np.ascontiguousarray(np.dstack([pixels, a])))
     buf = io.BytesIO()
-    if fmt == "jpeg":
-        image.save(buf, format="JPEG", quality=options.jpeg_quality, optimize=True)
-    else:
-        image.save(buf, format="PNG", compress_level=options.png_compress_level)
-    return buf.getvalue(), fmt
+    image.save(buf, format="PNG", compress_level=options.png_compress_level)
+    return buf.getvalue(), "png"
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    """JPEG of an (h, w, 3) RGB or (h, w) grey tile: baseline, 4:2:0, optimised Huffman tables.
+
+    libjpeg-turbo through imagecodecs, which encodes without the GIL. Pillow wraps the same library with
+    the same defaults (its bytes are identical, tested) but holds the GIL while it encodes a JPEG, so its
+    encode threads ran one at a time (measured: two threads encoded at 0.97x the rate of one, against 1.9x
+    here; Pillow's PNG encoder does release the GIL). Strided tile views of a block are read in place.
+    """
+    packed = pixels.strides[-1] == 1 and (pixels.ndim == 2 or pixels.strides[1] == pixels.shape[2])
+    if not packed:  # imagecodecs reads rows at any stride, but pixels must be packed within a row
+        pixels = np.ascontiguousarray(pixels)
+    if pixels.ndim == 3:
+        return bytes(jpeg8_encode(pixels, level=quality, optimize=True, subsampling=(2, 2)))
+    return bytes(jpeg8_encode(pixels, level=quality, optimize=True))
 
 
 # ----------------------------------------------------------------------------------------------- reading

@@ -16,7 +16,7 @@ from shapely.geometry import mapping
 
 from tiling.grid import TMS, Batch, plan_batches, tile_range
 from tiling.inspect import inspect_raster
-from tiling.render import EncodedTile, decode_tile, render_batch, render_tiles_iter
+from tiling.render import EncodedTile, decode_tile, encode_jpeg, render_batch, render_tiles_iter
 
 from .conftest import SYNTH_ZOOM, write_synthetic
 
@@ -167,6 +167,22 @@ def test_png_and_jpeg_modes(tmp_path: Path) -> None:
     assert all(Image.open(io.BytesIO(t.data)).format == "JPEG" for t in jpeg)
     with pytest.raises(ValueError):
         render_batch(str(source), batch, tile_format="webp")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("quality", [30, 85, 100])
+@pytest.mark.parametrize("grey", [False, True])
+def test_jpeg_bytes_are_pillows(synth_cog: str, quality: int, grey: bool) -> None:
+    # encode_jpeg swaps Pillow's encoder for one that releases the GIL: same library and settings, same bytes
+    with rasterio.open(synth_cog) as src:
+        planar = np.moveaxis(src.read([1, 2, 3], window=((0, 512), (0, 512))), 0, -1)
+    block = np.ascontiguousarray(planar)
+    tile = block[100:356, 37:293]  # a view into a block, as the pipeline hands tiles over
+    if grey:
+        tile, planar = tile[..., 1], planar[..., 1]
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(tile)).save(buf, format="JPEG", quality=quality, optimize=True)
+    assert encode_jpeg(tile, quality) == buf.getvalue()
+    assert encode_jpeg(planar[100:356, 37:293], quality) == buf.getvalue()  # any layout is accepted
 
 
 def test_footprint_clips_pixels(synth_cog: str, synth_bounds: tuple[float, ...]) -> None:
