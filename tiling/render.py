@@ -128,8 +128,9 @@ class EncodeOptions:
 # --------------------------------------------------------------------------------------------- encoding
 
 #: Tiles a render call may have queued on the encode pool before it waits for the oldest one (bounds the
-#: pixel buffers kept alive by pending encodes: ~2 chunks of the finest zoom).
-MAX_PENDING_ENCODES = 2 * CHUNK_TILES * CHUNK_TILES
+#: pixel buffers kept alive by pending encodes: about one chunk of the finest zoom per render thread). Two
+#: chunks were measured no faster on the default benchmark job and 44 MB heavier at peak (277 vs 233 MB).
+MAX_PENDING_ENCODES = CHUNK_TILES * CHUNK_TILES
 #: glibc raises its mmap threshold (up to 32 MB) each time a large mmapped block is freed; from then on
 #: metatile-sized numpy buffers are carved from the heaps of the threads and rarely returned, so the
 #: resident size of a long render creeps up by hundreds of MB. Setting the threshold pins it: buffers of
