@@ -109,6 +109,9 @@ class Supervisor:
         # a second signal while stopping must not leave children behind
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
+        # one after the other, in reverse start order: a service stops while what it depends on is still up
+        # (the runner pauses its deployments through the Prefect API; signalled together with the Prefect
+        # server, it retried against a closed port until it was killed)
         for svc, proc in reversed(self.procs):
             if proc.poll() is None:
                 print(f"[geoexport] stopping {svc.name}", flush=True)
@@ -116,7 +119,6 @@ class Supervisor:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     continue
-        for _svc, proc in reversed(self.procs):
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
