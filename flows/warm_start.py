@@ -42,6 +42,9 @@ PRELOAD: list[str] = [
     "prefect.client.orchestration",
     "prefect.events.clients",
     "prefect.concurrency.v1.sync",
+    "prefect.utilities.visualization",  # first Task.submit
+    "anyio._backends._asyncio",
+    "sqlalchemy.dialects.sqlite",  # the job store's engine
     "PIL.JpegImagePlugin",
     "PIL.PngImagePlugin",
     "tiling.render",
@@ -51,6 +54,7 @@ PRELOAD: list[str] = [
     "flows.callbacks",
     "flows.cleanup",
     "flows.package_export",
+    "flows.warm_start_tls",  # one TLS context for all of a flow run's API clients (see that module)
     "flows.warm_start_freeze",  # last: freezes what the others imported (see that module)
 ]
 

@@ -24,6 +24,9 @@ def probe(out: str) -> None:
         "preloaded": [m for m in ("rasterio", "tiling.render", "flows.gpkg_export") if m in sys.modules],
         "threads": threading.active_count(),
         "frozen": __import__("gc").get_freeze_count(),
+        # the engine's API clients (made before this body ran) all took the fork server's TLS context
+        "tls_contexts": len(getattr(__import__("prefect.client.orchestration").client.orchestration.ssl,
+                                    "_contexts", {"not installed": None})),
     }))
 
 
@@ -67,6 +70,7 @@ def test_run_flow_in_subprocess_forks_from_the_preloaded_server(prefect_api: str
     assert seen["ppid"] == server_pid != os.getpid()
     assert seen["preloaded"] == ["rasterio", "tiling.render", "flows.gpkg_export"]
     assert seen["frozen"] > 10_000  # the preloaded objects stay out of the child's collections
+    assert seen["tls_contexts"] == 1
     assert "multiprocessing.forkserver" in _cmdline(server_pid)
     assert warm_start.install("spawn") is False
 
@@ -115,3 +119,26 @@ def _package(client, job_id: str) -> Path:  # type: ignore[no-untyped-def]
     from core.map_packages import package_path
 
     return package_path(client.get(f"/create/{job_id}").json()["packageName"])
+
+
+def test_shared_tls_context_only_for_the_verified_call(tmp_path: Path) -> None:
+    import ssl
+
+    import certifi
+    import prefect.client.orchestration as orchestration
+
+    from flows import warm_start_tls
+
+    shared = warm_start_tls.install()
+    assert orchestration.ssl is shared and isinstance(shared.SSLContext, type)
+    verified = shared.create_default_context(cafile=certifi.where())
+    assert verified is shared.create_default_context(cafile=certifi.where())
+    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+    # the call Prefect mutates into an unverified context is never shared
+    assert shared.create_default_context() is not shared.create_default_context()
+    # a changed CA file is loaded again
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes())
+    first = shared.create_default_context(cafile=str(bundle))
+    os.utime(bundle, (time.time() + 5, time.time() + 5))
+    assert shared.create_default_context(cafile=str(bundle)) is not first
