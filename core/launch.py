@@ -50,6 +50,10 @@ def launch(deployment: str, parameters: dict[str, Any], *, flow_run_name: str | 
     except Exception as exc:  # the Prefect API is down or the deployment is unknown
         log.error("launch failed deployment=%s error=%s", deployment, exc)
         raise LaunchError(f"could not start {deployment}: {exc}") from exc
+    from core import runner_wake
+    from core.settings import get_settings
+
+    runner_wake.wake(get_settings().var_dir)  # the embedded runner polls now rather than at its next poll
     log.info("launched deployment=%s flow_run=%s", deployment, run.id)
     return str(run.id)
 

@@ -59,9 +59,10 @@ class Settings(BaseSettings):
     gpkg_normal_priority: int = Field(1_000, description="Priority from which a map job goes to gpkg-normal.")
     pool_concurrency: int | None = Field(None, ge=1, description="Flow runs at once across the work pool.")
     package_concurrency: int = Field(4, ge=1, description="package-export runs at once.")
-    runner_poll_seconds: float = Field(0.5, gt=0, le=60, description="How often the embedded runner asks the "
-                                       "Prefect server for new flow runs (and cancellations): the latency between "
-                                       "POST /create and the start of its flow run. Prefect's default is 10 s.")
+    runner_poll_seconds: float = Field(1.0, gt=0, le=60, description="How often the embedded runner asks the "
+                                       "Prefect server for new flow runs and cancellations. Launches wake the "
+                                       "runner at once (core.runner_wake), so this is the fallback pickup delay "
+                                       "and the cancellation delay. Prefect's default is 10 s.")
     flow_start: Literal["forkserver", "spawn"] = Field(
         "forkserver", description="How the embedded runner starts a flow run: a fork of a warm process that has "
         "Prefect, the flows and the raster stack imported (starts in ~0.1 s), or Prefect's default, a new "

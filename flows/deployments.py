@@ -94,6 +94,7 @@ def serve_all(limit: int | None = None) -> None:
     from prefect.exceptions import TerminationSignal
     from prefect.runner import Runner
 
+    from core import runner_wake
     from core.settings import get_settings
     from flows import warm_start
 
@@ -115,10 +116,20 @@ def serve_all(limit: int | None = None) -> None:
             concurrency_limit=limit_cfg,
         )
         print(f"serving deployment '{d.flow.name}/{deployment_name(d)}'", flush=True)
-    print(f"polling for flow runs every {settings.runner_poll_seconds:g} s; flow runs start by "
-          f"{settings.flow_start}", flush=True)
+    async def poll_now() -> None:
+        poller = getattr(runner, "_scheduled_run_poller", None)  # Prefect's own poller (pinned version)
+        if runner.started and poller is not None:
+            await poller._get_and_submit_flow_runs()
+
+    async def run() -> None:
+        async with runner_wake.listening(settings.var_dir, poll_now) as woken:
+            print(f"polling for flow runs every {settings.runner_poll_seconds:g} s"
+                  f"{', and at once when one is launched' if woken else ''}; flow runs start by "
+                  f"{settings.flow_start}", flush=True)
+            await runner.start()
+
     try:
-        asyncio.run(runner.start())
+        asyncio.run(run())
     except (KeyboardInterrupt, TerminationSignal):
         pass
 
