@@ -268,7 +268,7 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
             "flow_peak_rss_mb": round(max(rss) / MB), "flow_peak_pss_mb": round(max(pss) / MB),
             "flow_run_process_peak_rss_mb": round(max(biggest) / MB), "cli_peak_rss_mb": round(max(cli_rss) / MB),
             "flow_start": os.environ.get("GEOEXPORT_FLOW_START", "forkserver"),
-            "runner_poll_s": float(os.environ.get("GEOEXPORT_RUNNER_POLL_SECONDS", "0.5")),
+            "runner_poll_s": _runner_poll_seconds(),
             "package_valid": "valid" if not valid else valid, "package_tiles": stats.get("tiles"),
             "phases": phases,
         }
@@ -293,3 +293,10 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
         cb_server.shutdown()
         if result:
             shutil.rmtree(var, ignore_errors=True)
+
+
+def _runner_poll_seconds() -> float:
+    """The runner's poll interval the service ran with (the environment's, else the settings' default)."""
+    from core.settings import Settings
+
+    return Settings().runner_poll_seconds
