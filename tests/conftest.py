@@ -194,13 +194,16 @@ def start_runner(stack: Stack, prefect_api: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([str(BIN / "geoexport"), "serve"], env={**os.environ, **stack.env,
                             "PREFECT_API_URL": prefect_api}, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    flow, dep = stack.env["GEOEXPORT_GPKG_DEPLOYMENT"].split("/")
+    # every deployment of the stack: the runner registers them one after the other, and a test may launch
+    # any of them first (waiting for the map deployment alone raced package-export on a slow machine)
+    names = [v for k, v in stack.env.items() if k.startswith("GEOEXPORT_") and k.endswith("_DEPLOYMENT")]
 
     def registered() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"runner exited: {Path(log.name).read_text()[-3000:]}")
         try:
-            return httpx.get(f"{prefect_api}/deployments/name/{flow}/{dep}", timeout=2).status_code == 200
+            return all(httpx.get(f"{prefect_api}/deployments/name/{name}", timeout=2).status_code == 200
+                       for name in names)
         except httpx.HTTPError:
             return False
 
