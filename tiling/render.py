@@ -25,8 +25,8 @@ Encoding
     ``jpeg``: always JPEG; transparent pixels become black (JPEG has no alpha).
     Empty tiles (alpha all zero) are skipped. JPEG uses optimised Huffman tables (like GDAL: ~17% smaller
     at the same quality), encoded by libjpeg-turbo through imagecodecs (see :func:`encode_jpeg`). PNG uses
-    zlib level 6 (Pillow's bundled zlib-ng): on the benchmark imagery level 3
-    is ~3× faster but ~4.5% larger than GDAL's PNGs (level 6 of classic zlib), too close to the size budget.
+    zlib level 6 (Pillow's bundled zlib-ng): on the benchmark imagery level 3 is ~3× faster but ~4.5%
+    larger than GDAL's PNGs (level 6 of classic zlib), too close to the size budget.
 
 Pyramids
     With ``levels > 0`` a batch also yields the ``levels`` coarser zooms above it, built by 2×2 averaging
@@ -38,8 +38,9 @@ Pyramids
 Parallelism
     With ``pool`` (normally :func:`encode_pool`, one thread per core), the calling thread only reads and
     downsamples; tiles are encoded on the pool (the PNG and JPEG encoders used release the GIL) and come
-    back in order, at most ``MAX_PENDING_ENCODES`` at a time. Every render call of a process shares the pool, so the
-    cores stay busy until the last tile of a job. ``emit`` streams the tiles out as they are encoded.
+    back in order, at most ``MAX_PENDING_ENCODES`` at a time. Every render call of a process shares the
+    pool, so the cores stay busy until the last tile of a job. ``emit`` streams the tiles out as they are
+    encoded.
 
 Fast path
     When the level read has exactly the output pixel size and its pixel lattice coincides with the tile
@@ -160,10 +161,9 @@ def encode_pool() -> cf.ThreadPoolExecutor:
     """The process-wide tile encode pool: one thread per core.
 
     Pillow's PNG encoder, imagecodecs' JPEG encoder and numpy release the GIL, so threads encode in parallel
-    without pickling
-    tiles between processes. Render calls only *read* and downsample; they hand every tile to this pool,
-    so all cores stay busy until the last tile of a job (no idle core while one big unit finishes). A
-    forked child gets a pool of its own (the parent's threads do not exist there).
+    without pickling tiles between processes. Render calls only *read* and downsample; they hand every
+    tile to this pool, so all cores stay busy until the last tile of a job (no idle core while one big unit
+    finishes). A forked child gets a pool of its own (the parent's threads do not exist there).
     """
     global _ENCODE_POOL, _ENCODE_POOL_PID
     with _ENCODE_POOL_LOCK:
