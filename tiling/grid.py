@@ -7,14 +7,11 @@ GeoPackage whose ``gpkg_tile_matrix_set`` covers -180,-90,180,90).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import morecantile
-
-TMS = morecantile.tms.get("WorldCRS84Quad")
 
 TILE_SIZE = 256
 #: Pixel size (degrees) at zoom 0.
@@ -373,3 +370,17 @@ def estimate_package_bytes(ranges: Iterable[TileRange], bytes_per_tile: int = DE
     """
     tiles = sum(r.count for r in ranges)
     return PACKAGE_OVERHEAD_BYTES + tiles * (int(bytes_per_tile) + _ROW_OVERHEAD_BYTES)
+
+
+@functools.cache
+def _tms() -> Any:
+    import morecantile  # ~0.3 s of pydantic model building at import: only paid by code that uses it
+
+    return morecantile.tms.get("WorldCRS84Quad")
+
+
+def __getattr__(name: str) -> Any:
+    """``TMS``: morecantile's ``WorldCRS84Quad`` (the grid this module implements), built on first use."""
+    if name == "TMS":
+        return _tms()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -72,23 +72,21 @@ import shapely
 from imagecodecs import jpeg8_encode
 from PIL import Image
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_bounds
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
-from rio_tiler.colormap import apply_cmap
-from rio_tiler.errors import NoOverviewWarning
-from rio_tiler.io import Reader
-from rio_tiler.utils import non_alpha_indexes
 
-from tiling.grid import TILE_SIZE, TMS, Batch, resolution_for_zoom
+from tiling.grid import TILE_SIZE, Batch, resolution_for_zoom
 
 TileFormat = Literal["png", "jpeg"]
 OutputFormat = Literal["png", "jpeg", "mixed"]
 Resampling = Literal["nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode"]
 
-GRID_CRS: CRS = TMS.rasterio_crs
+#: the grid's CRS: ``TMS.rasterio_crs`` of morecantile's WorldCRS84Quad (OGC:CRS84), written out so that
+#: aligned reads never import morecantile (tested equal)
+GRID_CRS: CRS = CRS.from_user_input("OGC:CRS84")
 _WGS84 = CRS.from_epsg(4326)
 _FORMATS = ("png", "jpeg", "mixed")
 #: Side (tiles) of the chunks in which a pyramid batch's finest zoom is read (memory: ~16 MB per chunk).
@@ -197,7 +195,7 @@ def encode_tile(pixels: np.ndarray, alpha: np.ndarray, options: EncodeOptions) -
     if opaque:
         image = _image(pixels)
     else:
-        a = alpha.astype(np.uint8) * 255
+        a = alpha.view(np.uint8) * np.uint8(255)
         # (h, w, 4) -> RGBA, (h, w, 2) -> LA
         image = Image.fromarray(np.ascontiguousarray(np.dstack([pixels, a])))
     buf = io.BytesIO()
@@ -363,7 +361,6 @@ def read_metatile(
     bounds = batch.bounds
     out_res = resolution_for_zoom(batch.zoom)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoOverviewWarning)
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with _opened(source, datasets, None) as full:
             src_bounds = transform_bounds(full.crs, GRID_CRS, *full.bounds, densify_pts=21)
@@ -375,7 +372,7 @@ def read_metatile(
             ):
                 return None
             plan = _plan_source(full, out_res)
-            indexes = list(non_alpha_indexes(full))
+            indexes = _non_alpha_indexes(full)
             colormap = None
             if len(indexes) <= 2:
                 indexes = indexes[:1]
@@ -399,6 +396,13 @@ def read_metatile(
             if direct is not None:
                 data, alpha = direct
             else:
+                # rio-tiler (~0.2 s to import) only for reads that need a warp: aligned ones never load it
+                from rio_tiler.errors import NoOverviewWarning
+                from rio_tiler.io import Reader
+
+                from tiling.grid import TMS
+
+                warnings.simplefilter("ignore", NoOverviewWarning)
                 with Reader(source, dataset=src, tms=TMS) as reader:
                     img = reader.part(
                         bounds,
@@ -414,6 +418,8 @@ def read_metatile(
                 data = img.data
                 alpha = img.mask > 0
     if colormap is not None and data.dtype == np.uint8:
+        from rio_tiler.colormap import apply_cmap
+
         rgba, cmap_alpha = apply_cmap(data, colormap)
         data = rgba[:3]
         alpha &= cmap_alpha > 0
@@ -423,6 +429,16 @@ def read_metatile(
     elif rescale is not None:
         data = _to_uint8(data, rescale)
     return Metatile(_interleave(data), alpha, dst_transform)
+
+
+def _non_alpha_indexes(src: Any) -> list[int]:
+    """The bands that are not alpha (by mask flag or colour interpretation), as rio-tiler's
+    ``non_alpha_indexes`` picks them."""
+    return [
+        b
+        for ix, b in enumerate(src.indexes)
+        if src.mask_flag_enums[ix] is not MaskFlags.alpha and src.colorinterp[ix] is not ColorInterp.alpha
+    ]
 
 
 def _interleave(data: np.ndarray) -> np.ndarray:
@@ -639,7 +655,9 @@ def _read_masked(
     pixels = meta.pixels
     if not alpha.all():
         # zero the transparent pixels (a multiply is ~3x faster than a boolean-mask assignment)
-        np.multiply(pixels, alpha[..., None] if pixels.ndim == 3 else alpha, out=pixels, casting="unsafe")
+        # by the alpha's bytes (0/1): a bool operand would be cast to uint8 chunk by chunk first
+        a = alpha.view(np.uint8)
+        np.multiply(pixels, a[..., None] if pixels.ndim == 3 else a, out=pixels)
     return pixels, alpha
 
 

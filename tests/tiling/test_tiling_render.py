@@ -258,3 +258,22 @@ def test_rgba_alpha_band(tmp_path: Path) -> None:
         rgb_a, alpha_a = decode_tile(a.data)
         rgb_b, alpha_b = decode_tile(b.data)
         assert np.array_equal(alpha_a, alpha_b) and np.array_equal(rgb_a, rgb_b)
+
+
+def test_grid_crs_is_the_tms_crs() -> None:
+    """render.GRID_CRS is written out (morecantile is not imported for aligned reads); it must stay the CRS
+    of the grid's TileMatrixSet, which rio-tiler's Reader uses."""
+    from tiling.render import GRID_CRS
+
+    assert GRID_CRS == TMS.rasterio_crs
+    assert GRID_CRS.to_wkt() == TMS.rasterio_crs.to_wkt()
+
+
+@pytest.mark.parametrize("fixture", ["synth_cog", "rgb_byte", "shade"])
+def test_non_alpha_indexes_as_rio_tiler(fixture: str, request: pytest.FixtureRequest) -> None:
+    from rio_tiler.utils import non_alpha_indexes
+
+    from tiling.render import _non_alpha_indexes
+
+    with rasterio.open(request.getfixturevalue(fixture)) as src:
+        assert _non_alpha_indexes(src) == list(non_alpha_indexes(src))
