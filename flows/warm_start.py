@@ -48,6 +48,9 @@ PRELOAD: list[str] = [
     "PIL.JpegImagePlugin",
     "PIL.PngImagePlugin",
     "tiling.render",
+    "rio_tiler.io",  # tiling.render imports it on the first read that needs a warp (~0.2 s), not at import
+    "rio_tiler.colormap",
+    "morecantile",  # tiling.grid.TMS, built on first use
     "tiling.gpkg",
     "tiling.batchfile",
     "flows.gpkg_export",
