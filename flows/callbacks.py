@@ -6,13 +6,18 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import httpx
 from prefect import flow, get_run_logger, task
+from prefect.exceptions import MissingContextError
+from sqlalchemy import and_, or_, update
+from sqlalchemy.exc import IntegrityError
 
 from core import map_packages
 from core.db import session_scope
-from core.models import CallbackAttempt, MapJob
+from core.models import CallbackAttempt, CallbackDelivery, MapJob
+from core.models.base import utcnow
 from core.settings import get_settings
 
 log = logging.getLogger("geoexport.callbacks")
@@ -50,6 +55,71 @@ def post_with_backoff(job_id: uuid.UUID, url: str, payload: dict) -> bool:
     return False
 
 
+def claim_lease() -> timedelta:
+    """How long a claim holds: longer than a whole series of attempts (every timeout and backoff) plus a
+    margin, so that only a sender that died loses its claim."""
+    st = get_settings()
+    attempts = st.callback_retries + 1
+    worst = attempts * st.callback_timeout + st.callback_backoff_base * (2 ** st.callback_retries - 1)
+    return timedelta(seconds=worst + 60)
+
+
+def claim_delivery(job_id: uuid.UUID, url: str, job_status: str) -> bool:
+    """Take the right to deliver ``job_status`` to ``url``; ``False`` when another sender holds it or has
+    delivered it already. Atomic in the database (insert under the primary key, then a compare-and-set
+    update), so two senders racing for the same outcome cannot both win."""
+    key = (CallbackDelivery.job_id == job_id, CallbackDelivery.url == url, CallbackDelivery.job_status == job_status)
+    try:
+        with session_scope() as s:
+            s.add(CallbackDelivery(job_id=job_id, url=url, job_status=job_status, claimed_at=utcnow()))
+        return True
+    except IntegrityError:
+        pass
+    now = utcnow()
+    with session_scope() as s:
+        taken = s.execute(
+            update(CallbackDelivery)
+            .where(*key)
+            .where(
+                or_(
+                    and_(CallbackDelivery.done.is_(True), CallbackDelivery.delivered.is_(False)),
+                    and_(CallbackDelivery.done.is_(False), CallbackDelivery.claimed_at < now - claim_lease()),
+                )
+            )
+            .values(claimed_at=now, done=False)
+            .execution_options(synchronize_session=False)
+        )
+        return taken.rowcount == 1
+
+
+def _finish_delivery(job_id: uuid.UUID, url: str, job_status: str, delivered: bool) -> None:
+    with session_scope() as s:
+        s.execute(
+            update(CallbackDelivery)
+            .where(
+                CallbackDelivery.job_id == job_id,
+                CallbackDelivery.url == url,
+                CallbackDelivery.job_status == job_status,
+            )
+            .values(done=True, delivered=delivered)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def deliver(job_id: uuid.UUID, url: str, payload: dict) -> bool | None:
+    """Deliver one outcome to one URL unless another sender has it; ``None`` when skipped for that reason."""
+    if not claim_delivery(job_id, url, payload["status"]):
+        log.info("callback job=%s url=%s status=%s: delivered or being delivered elsewhere", job_id, url,
+                 payload["status"])
+        return None
+    ok = False
+    try:
+        ok = post_with_backoff(job_id, url, payload)
+    finally:
+        _finish_delivery(job_id, url, payload["status"], ok)
+    return ok
+
+
 @task(name="send-callbacks")
 def send_callbacks(job_id: str) -> dict[str, bool]:
     jid = uuid.UUID(job_id)
@@ -65,10 +135,15 @@ def send_callbacks(job_id: str) -> dict[str, bool]:
     if not urls:
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
-        results = dict(zip(urls, pool.map(lambda u: post_with_backoff(jid, u, payload), urls), strict=True))
+        sent = dict(zip(urls, pool.map(lambda u: deliver(jid, u, payload), urls), strict=True))
+    results = {u: ok for u, ok in sent.items() if ok is not None}
     failed = [u for u, ok in results.items() if not ok]
     if failed:
-        get_run_logger().warning("callbacks failed job=%s urls=%s", job_id, failed)
+        try:
+            logger: logging.Logger | logging.LoggerAdapter = get_run_logger()
+        except MissingContextError:  # called outside a flow or task run
+            logger = log
+        logger.warning("callbacks failed job=%s urls=%s", job_id, failed)
     return results
 
 

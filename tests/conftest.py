@@ -259,7 +259,8 @@ def rgb_byte() -> Path:
 
 
 class CallbackServer:
-    """A real HTTP server on loopback that records POSTed callbacks; paths /fail-N answer 500 N times first."""
+    """A real HTTP server on loopback that records POSTed callbacks; paths /fail-N answer 500 N times first,
+    paths containing "slow" answer after 0.5 s."""
 
     def __init__(self) -> None:
         import json
@@ -275,6 +276,8 @@ class CallbackServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length", 0))
                 payload = json.loads(self.rfile.read(length) or b"{}")
+                if "slow" in self.path:
+                    time.sleep(0.5)
                 with lock:
                     n = outer.attempts[self.path] = outer.attempts.get(self.path, 0) + 1
                     fail_first = int(self.path.rsplit("fail-", 1)[1]) if "fail-" in self.path else 0

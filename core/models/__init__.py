@@ -2,9 +2,9 @@
 
 from core.models.base import Base
 from core.models.layers import Layer
-from core.models.map_jobs import CallbackAttempt, JobStatus, MapJob, MapJobTask, TaskStatus
+from core.models.map_jobs import CallbackAttempt, CallbackDelivery, JobStatus, MapJob, MapJobTask, TaskStatus
 
-__all__ = ["Base", "CallbackAttempt", "JobStatus", "Layer", "MapJob", "MapJobTask", "TaskStatus"]
+__all__ = ["Base", "CallbackAttempt", "CallbackDelivery", "JobStatus", "Layer", "MapJob", "MapJobTask", "TaskStatus"]
 
 # Resource-export models register themselves when their module exists.
 try:  # noqa: SIM105

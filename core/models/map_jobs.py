@@ -77,6 +77,9 @@ class MapJob(Base):
     callback_attempts: Mapped[list[CallbackAttempt]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="CallbackAttempt.id"
     )
+    callback_deliveries: Mapped[list[CallbackDelivery]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class MapJobTask(Base):
@@ -117,3 +120,23 @@ class CallbackAttempt(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
     job: Mapped[MapJob] = relationship(back_populates="callback_attempts")
+
+
+class CallbackDelivery(Base):
+    """Who is delivering one outcome of a job to one URL: the claim that makes it a single delivery.
+
+    A cancelled flow and the cancellation's own callback flow may both set out to report ``Aborted``; the
+    first to insert this row sends, the other skips. A claim is taken over only when its sender finished
+    without delivering (a later re-send) or has held it past its lease (a sender that died).
+    """
+
+    __tablename__ = "map_job_callback_deliveries"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("map_jobs.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    job_status: Mapped[str] = mapped_column(String(32), primary_key=True)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done: Mapped[bool] = mapped_column(default=False)
+    delivered: Mapped[bool] = mapped_column(default=False)
+
+    job: Mapped[MapJob] = relationship(back_populates="callback_deliveries")
