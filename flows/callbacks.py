@@ -7,6 +7,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from prefect import flow, get_run_logger, task
@@ -64,11 +65,14 @@ def claim_lease() -> timedelta:
     return timedelta(seconds=worst + 60)
 
 
+def _delivery_key(job_id: uuid.UUID, url: str, job_status: str) -> tuple[Any, ...]:
+    return CallbackDelivery.job_id == job_id, CallbackDelivery.url == url, CallbackDelivery.job_status == job_status
+
+
 def claim_delivery(job_id: uuid.UUID, url: str, job_status: str) -> bool:
     """Take the right to deliver ``job_status`` to ``url``; ``False`` when another sender holds it or has
     delivered it already. Atomic in the database (insert under the primary key, then a compare-and-set
     update), so two senders racing for the same outcome cannot both win."""
-    key = (CallbackDelivery.job_id == job_id, CallbackDelivery.url == url, CallbackDelivery.job_status == job_status)
     try:
         with session_scope() as s:
             s.add(CallbackDelivery(job_id=job_id, url=url, job_status=job_status, claimed_at=utcnow()))
@@ -79,7 +83,7 @@ def claim_delivery(job_id: uuid.UUID, url: str, job_status: str) -> bool:
     with session_scope() as s:
         taken = s.execute(
             update(CallbackDelivery)
-            .where(*key)
+            .where(*_delivery_key(job_id, url, job_status))
             .where(
                 or_(
                     and_(CallbackDelivery.done.is_(True), CallbackDelivery.delivered.is_(False)),
@@ -96,18 +100,15 @@ def _finish_delivery(job_id: uuid.UUID, url: str, job_status: str, delivered: bo
     with session_scope() as s:
         s.execute(
             update(CallbackDelivery)
-            .where(
-                CallbackDelivery.job_id == job_id,
-                CallbackDelivery.url == url,
-                CallbackDelivery.job_status == job_status,
-            )
+            .where(*_delivery_key(job_id, url, job_status))
             .values(done=True, delivered=delivered)
             .execution_options(synchronize_session=False)
         )
 
 
 def deliver(job_id: uuid.UUID, url: str, payload: dict) -> bool | None:
-    """Deliver one outcome to one URL unless another sender has it; ``None`` when skipped for that reason."""
+    """Deliver one outcome to one URL unless another sender has it or it was delivered already (a cancelled
+    flow and the cancellation itself may both get here); ``None`` when skipped for that reason."""
     if not claim_delivery(job_id, url, payload["status"]):
         log.info("callback job=%s url=%s status=%s: delivered or being delivered elsewhere", job_id, url,
                  payload["status"])
@@ -128,10 +129,7 @@ def send_callbacks(job_id: str) -> dict[str, bool]:
         if job is None:
             return {}
         payload = map_packages.job_payload(job)
-        # an outcome already delivered to a URL is not sent again (a cancelled flow and the
-        # cancellation itself may both get here)
-        told = {a.url for a in job.callback_attempts if a.success and a.job_status == payload["status"]}
-        urls = [u for u in job.callback_urls if u not in told]
+        urls = list(job.callback_urls)
     if not urls:
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:

@@ -31,6 +31,12 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_id", "url", "job_status", name=op.f("pk_map_job_callback_deliveries")),
     )
+    # outcomes delivered before this table existed count as delivered (they used to be found in the attempts)
+    op.execute(
+        "INSERT INTO map_job_callback_deliveries (job_id, url, job_status, claimed_at, done, delivered)"
+        " SELECT job_id, url, job_status, MAX(at), TRUE, TRUE FROM map_job_callback_attempts"
+        " WHERE success GROUP BY job_id, url, job_status"
+    )
 
 
 def downgrade() -> None:
