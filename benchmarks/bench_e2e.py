@@ -107,7 +107,7 @@ def tree_cpu(root: int) -> float:
     return total
 
 
-def _phases(status: dict, t_post: float, wall: float, prefect_api: str) -> dict[str, float]:
+def _phases(status: dict, t_post: float, wall: float, prefect_api: str, t_answer: float) -> dict[str, float]:
     """Split a job's wall time (client clock; the services run on the same machine): POST /create → the
     flow run starts (runner poll + flow-run process start-up) → the job is admitted (``startedAt``) →
     the job is completed (``completedAt``: rendering, merge, publication) → the client sees it."""
@@ -124,6 +124,20 @@ def _phases(status: dict, t_post: float, wall: float, prefect_api: str) -> dict[
     created, started = ts(status.get("createdAt")), ts(status.get("startedAt"))
     run_start, done = ts(run.get("start_time")), ts(status.get("completedAt"))
     seen = t_post + wall
+    out["POST /create answered"] = t_answer - t_post
+    try:
+        states = httpx.get(f"{prefect_api}/flow_run_states/", params={"flow_run_id": status["flowRunId"]},
+                           timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        states = []
+    first = {}
+    for st in sorted((s for s in states if isinstance(s, dict)), key=lambda s: s["timestamp"]):
+        first.setdefault(st["type"], ts(st["timestamp"]))
+    # the runner proposes PENDING when it picks the run up; the flow-run process proposes RUNNING
+    if first.get("PENDING"):
+        out["answered->runner picked up"] = first["PENDING"] - t_answer
+        if first.get("RUNNING"):
+            out["picked up->flow running"] = first["RUNNING"] - first["PENDING"]
     if created and run_start:
         out["create->flow running"] = run_start - t_post
     if run_start and started:
@@ -215,6 +229,7 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
                 t0 = time.perf_counter()
                 t_post = time.time()
                 created = client.post("/create", json=body)
+                t_answer = t_post + (time.perf_counter() - t0)
                 created.raise_for_status()
                 job_id = created.json()["id"]
                 t_end, payload = _Callbacks.wait(job_id, 3600)
@@ -229,7 +244,7 @@ def bench_e2e(job: Any, work: Path, workers: int, repeat: int = 3) -> dict:
             jobs.append(status)
             time.sleep(0.5)  # let the flow-run process exit (its CPU time then counts in the runner's)
             cpu = {name: tree_cpu(p.pid) - cpu0[name] for name, p in cpu_of.items()}
-            phases.append(_phases(status, t_post, wall, env["PREFECT_API_URL"]))
+            phases.append(_phases(status, t_post, wall, env["PREFECT_API_URL"], t_answer))
             phases[-1].update({f"CPU s of {name}": v for name, v in cpu.items()})
             print(f"  [e2e run {i + 1}/{repeat}] service {wall:7.2f} s  flow processes peak: summed RSS "
                   f"{poll.peak / MB:5.0f} MB, summed PSS {poll.peak_pss / MB:5.0f} MB, flow-run process RSS "

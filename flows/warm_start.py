@@ -58,6 +58,7 @@ PRELOAD: list[str] = [
     "flows.cleanup",
     "flows.package_export",
     "flows.warm_start_tls",  # one TLS context for all of a flow run's API clients (see that module)
+    "flows.warm_start_prefect",  # Prefect's schemas built, mappers configured, no suspension watch (ditto)
     "flows.warm_start_freeze",  # last: freezes what the others imported (see that module)
 ]
 

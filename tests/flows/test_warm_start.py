@@ -27,7 +27,24 @@ def probe(out: str) -> None:
         # the engine's API clients (made before this body ran) all took the fork server's TLS context
         "tls_contexts": len(getattr(__import__("prefect.client.orchestration").client.orchestration.ssl,
                                     "_contexts", {"not installed": None})),
+        **_warm_prefect(),
     }))
+
+
+def _warm_prefect() -> dict:
+    """What flows.warm_start_prefect left done in this process (empty where it was not preloaded)."""
+    if "flows.warm_start_prefect" not in sys.modules:
+        return {}
+    import prefect.flow_engine as engine
+    import sqlalchemy
+
+    from core.models import MapJob
+    from flows import warm_start_prefect
+
+    deferred = warm_start_prefect.deferred_prefect_models()
+    return {"deferred_models": [f"{m.__module__}.{m.__qualname__}" for m in deferred],
+            "suspension_watch": engine.observe_flow_run_suspension.__module__,
+            "mappers_configured": sqlalchemy.inspect(MapJob).configured}
 
 
 def _proc_children(pid: int) -> list[int]:
@@ -71,6 +88,11 @@ def test_run_flow_in_subprocess_forks_from_the_preloaded_server(prefect_api: str
     assert seen["preloaded"] == ["rasterio", "tiling.render", "flows.gpkg_export"]
     assert seen["frozen"] > 10_000  # the preloaded objects stay out of the child's collections
     assert seen["tls_contexts"] == 1
+    # Prefect's deferred schemas were built and the job store's mappers configured before the fork; the
+    # engine does not start its flow-run suspension watch
+    assert seen["deferred_models"] == []
+    assert seen["mappers_configured"] is True
+    assert seen["suspension_watch"] == "flows.warm_start_prefect"
     assert "multiprocessing.forkserver" in _cmdline(server_pid)
     assert warm_start.install("spawn") is False
 
