@@ -17,9 +17,13 @@ log = logging.getLogger("geoexport.api")
 
 def _warm_up() -> None:
     """Import Prefect's client ahead of the first launch: it costs ~0.8 s once, which the first
-    POST /create would otherwise pay."""
+    POST /create would otherwise pay. And share one verified TLS context between Prefect's API clients:
+    every launch (``run_deployment``) and cancellation makes a new client, which parsed the CA bundle
+    again (~55 ms of each POST /create, even against a plain-http Prefect API; see flows.warm_start_tls)."""
     try:
         import prefect.deployments  # noqa: F401
+
+        import flows.warm_start_tls  # noqa: F401
     except Exception as exc:  # the API still serves; launching will report the problem
         log.warning("prefect warm-up failed: %s", exc)
 

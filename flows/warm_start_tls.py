@@ -1,10 +1,11 @@
-"""Imported by the fork server (``flows.warm_start.PRELOAD``): one CA bundle load for every flow run.
+"""Imported by the fork server (``flows.warm_start.PRELOAD``) and the API: one CA bundle load per process.
 
 Prefect's API clients build a new verified TLS context each time one is created
 (``ssl.create_default_context(cafile=certifi.where())`` in ``prefect.client.orchestration``): parsing the
-CA bundle costs 50–90 ms, and a flow run creates about six clients in its first second (engine, log and
-event workers, suspension observer) — ~0.35 CPU-s of every flow run's start, even against a plain-http
-API. Here the verified context is made once, in the fork server, and every forked flow run reuses it.
+CA bundle costs 50–90 ms, and a flow run creates about five clients in its first second (engine, log and
+event workers) — ~0.3 CPU-s of every flow run's start, even against a plain-http
+API. Here the verified context is made once, in the fork server, and every forked flow run reuses it; the
+API installs it too (each launch makes a client: ~55 ms of every POST /create).
 
 A shared ``SSLContext`` is safe: nothing mutates a verified context after creating it, and contexts are
 meant to be shared between connections. Only exactly that call is served from the cache (keyed by the CA
