@@ -40,7 +40,7 @@ def tls_context() -> ssl.SSLContext:
     ``httpx.post`` builds a client, and with it a context that parses the whole CA bundle, on every call —
     40–110 ms of each callback on the reference machine, even to a plain-http URL. httpx's own recipe
     (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured, else certifi's bundle), cached. The fork server makes it
-    before forking (``flows.warm_start_tls``), so a map job's flow run has it already.
+    before forking (``flows.warm_start_prefect``), so a map job's flow run has it already.
     """
     return _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 

@@ -57,10 +57,6 @@ def install() -> _SharedVerifiedContexts:
         orchestration.ssl = shared  # type: ignore[assignment]
     # made here, in the fork server, so that every forked flow run inherits it
     shared.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
-    # and the one map-job callbacks are sent with (flows.callbacks.tls_context)
-    from flows.callbacks import tls_context
-
-    tls_context()
     return shared
 
 
