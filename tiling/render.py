@@ -673,11 +673,27 @@ def _read_masked(
         return None
     pixels = meta.pixels
     if not alpha.all():
-        # zero the transparent pixels (a multiply is ~3x faster than a boolean-mask assignment)
-        # by the alpha's bytes (0/1): a bool operand would be cast to uint8 chunk by chunk first
-        a = alpha.view(np.uint8)
-        np.multiply(pixels, a[..., None] if pixels.ndim == 3 else a, out=pixels)
+        _zero_transparent(pixels, alpha)
     return pixels, alpha
+
+
+def _zero_transparent(pixels: np.ndarray, alpha: np.ndarray) -> None:
+    """Zero ``pixels`` (in place) wherever ``alpha`` is False, tile by tile: a block with some transparency
+    is mostly made of fully opaque tiles (left alone) and fully transparent ones (cleared); only the tiles
+    on an alpha edge need the per-pixel multiply (measured ~2.5x faster than one multiply over the block)."""
+    for y0 in range(0, alpha.shape[0], TILE_SIZE):
+        for x0 in range(0, alpha.shape[1], TILE_SIZE):
+            tile_alpha = alpha[y0 : y0 + TILE_SIZE, x0 : x0 + TILE_SIZE]
+            if tile_alpha.all():
+                continue
+            tile = pixels[y0 : y0 + TILE_SIZE, x0 : x0 + TILE_SIZE]
+            if not tile_alpha.any():
+                tile[...] = 0
+                continue
+            # by the alpha's bytes (0/1): a multiply is ~3x faster than a boolean-mask assignment, and a
+            # bool operand would be cast to uint8 piece by piece first
+            a = tile_alpha.view(np.uint8)
+            np.multiply(tile, a[..., None] if tile.ndim == 3 else a, out=tile)
 
 
 class _Encoder:
