@@ -114,7 +114,13 @@ def test_downsample2_matches_its_definition(mask: str, bands: int) -> None:
     assert out.dtype == np.uint8 and out.shape == want.shape
     assert np.array_equal(opaque, want_opaque)
     assert np.array_equal(out, want)
-    out[0, 0] = 1  # writable: the pyramid code zeroes and pastes into it
+    # the same block stored RGBX (4 bytes per pixel, the layout reads produce) gives the same values
+    if bands == 3:
+        rgbx = render_mod.rgbx_block(*shape[:2])
+        rgbx[...] = pixels
+        out4, opaque4 = downsample2(rgbx, alpha)
+        assert np.array_equal(out4, want) and np.array_equal(opaque4, want_opaque)
+        assert out4.strides[1:] == (4, 1)  # and stays RGBX for the next level
 
 def _unit_batch(source_bounds: tuple[float, ...], zoom: int) -> Batch:
     r = tile_range(source_bounds, zoom)
