@@ -79,6 +79,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from tiling.grid import TILE_SIZE, Batch, resolution_for_zoom
+from tiling.tiff_blocks import TiffBlocks, blocks_for
 
 TileFormat = Literal["png", "jpeg"]
 OutputFormat = Literal["png", "jpeg", "mixed"]
@@ -326,18 +327,10 @@ def _read_aligned(
     transparent. The mask is the alpha band when there is one (read with the colour bands), else GDAL's
     dataset mask (nodata / internal mask), as rio-tiler does.
     """
-    if src.crs not in (GRID_CRS, _WGS84):
+    placed = _aligned_window(src, dst_transform, width, height)
+    if placed is None:
         return None
-    t = src.transform
-    res = dst_transform.a
-    if t.b or t.d or abs(t.a - res) > res * 1e-9 or abs(-t.e - res) > res * 1e-9:
-        return None
-    fcol, frow = (dst_transform.c - t.c) / res, (t.f - dst_transform.f) / res
-    col, row = round(fcol), round(frow)
-    if abs(fcol - col) > 1e-6 or abs(frow - row) > 1e-6:
-        return None
-    c0, r0 = max(col, 0), max(row, 0)
-    c1, r1 = min(col + width, src.width), min(row + height, src.height)
+    col, row, c0, r0, c1, r1 = placed
     if c0 >= c1 or r0 >= r1:
         return np.zeros((len(indexes), height, width), src.dtypes[indexes[0] - 1]), np.zeros((height, width), bool)
     window = Window(c0, r0, c1 - c0, r1 - r0)
@@ -354,6 +347,48 @@ def _read_aligned(
     ys, xs = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
     data[:, ys, xs], alpha[ys, xs] = part, part_alpha
     return data, alpha
+
+
+def _aligned_window(
+    src: rasterio.io.DatasetReader, dst_transform: Any, width: int, height: int
+) -> tuple[int, int, int, int, int, int] | None:
+    """Where the output block lies in ``src`` when ``src`` has the output grid's pixel size and lattice:
+    ``(col, row)`` of its top-left pixel and the part inside the raster ``(c0, r0, c1, r1)`` (empty when
+    ``c0 >= c1 or r0 >= r1``); ``None`` when a warp is needed."""
+    if src.crs not in (GRID_CRS, _WGS84):
+        return None
+    t = src.transform
+    res = dst_transform.a
+    if t.b or t.d or abs(t.a - res) > res * 1e-9 or abs(-t.e - res) > res * 1e-9:
+        return None
+    fcol, frow = (dst_transform.c - t.c) / res, (t.f - dst_transform.f) / res
+    col, row = round(fcol), round(frow)
+    if abs(fcol - col) > 1e-6 or abs(frow - row) > 1e-6:
+        return None
+    c0, r0 = max(col, 0), max(row, 0)
+    c1, r1 = min(col + width, src.width), min(row + height, src.height)
+    return col, row, c0, r0, c1, r1
+
+
+def _read_blocks(
+    blocks: TiffBlocks, placed: tuple[int, int, int, int, int, int], width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The aligned read of :func:`_read_aligned`, from the file's blocks (:mod:`tiling.tiff_blocks`): RGBX
+    pixels (the RGBA read itself; transparent pixels are zeroed by the caller) and the alpha band > 0."""
+    col, row, c0, r0, c1, r1 = placed
+    if c0 >= c1 or r0 >= r1:
+        return _zeros_like_block((height, width), rgbx_block(1, 1)), np.zeros((height, width), bool)
+    if (c1 - c0, r1 - r0) == (width, height):  # the usual case: no padded canvas
+        rgba = blocks.read(c0, r0, c1, r1)
+    else:
+        rgba = np.zeros((height, width, 4), np.uint8)
+        rgba[r0 - row : r1 - row, c0 - col : c1 - col] = blocks.read(c0, r0, c1, r1)
+    if blocks.samples == 4:
+        alpha = rgba[..., 3] > 0
+    else:
+        alpha = np.zeros((height, width), bool)
+        alpha[r0 - row : r1 - row, c0 - col : c1 - col] = True
+    return rgba[..., :3], alpha
 
 
 @contextlib.contextmanager
@@ -427,6 +462,11 @@ def read_metatile(
             "YSCALE": repr(min(1.0, plan.src_res[1] / out_res)),
         }
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _opened(source, datasets, plan.level) as src:
+            if plan.level is None and colormap is None and rescale is None:
+                blocks = blocks_for(src, indexes)
+                placed = None if blocks is None else _aligned_window(src, dst_transform, width, height)
+                if blocks is not None and placed is not None:
+                    return Metatile(*_read_blocks(blocks, placed, width, height), dst_transform)
             direct = _read_aligned(src, indexes, dst_transform, width, height)
             if direct is not None:
                 data, alpha = direct
