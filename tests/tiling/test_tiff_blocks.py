@@ -190,3 +190,22 @@ def test_rendered_tiles_are_the_same_either_way(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(render_mod, "blocks_for", lambda *a, **k: None)  # GDAL's aligned read instead
     through_gdal = render_batch(path, batch, tile_format=fmt, levels=2)
     assert direct and direct == through_gdal
+
+
+@pytest.mark.parametrize("case", ["rgba", "rgb-nodata"])
+@pytest.mark.parametrize("window", [(0, 0, 512, 512), (-100, -60, 412, 452), (W - 300, H - 200, W + 212, H + 312),
+                                    (W + 10, 0, W + 266, 256)])
+def test_gdal_strip_reads_match_whole_reads(tmp_path: Path, case: str, window: tuple[int, int, int, int]) -> None:
+    # the GDAL read into an RGBX block, one block row at a time, against one band-sequential read
+    path = _write(tmp_path / "src.tif", 4) if case == "rgba" else _write(tmp_path / "src.tif", 3, nodata=0)
+    col, row, right, bottom = window
+    width, height = right - col, bottom - row
+    with rasterio.open(path) as src:
+        transform = src.transform * rasterio.Affine.translation(col, row)
+        placed = render_mod._aligned_window(src, transform, width, height)
+        assert placed is not None and placed[:2] == (col, row)
+        pixels, alpha = render_mod._read_aligned_rgbx(src, [1, 2, 3], placed, width, height)
+        data, want_alpha = render_mod._read_aligned(src, [1, 2, 3], transform, width, height)
+    assert pixels.strides[1:] == (4, 1)
+    assert np.array_equal(alpha, want_alpha)
+    assert np.array_equal(pixels, np.moveaxis(data, 0, -1))
