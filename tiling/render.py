@@ -99,7 +99,7 @@ DEFAULT_PNG_LEVEL = 6
 #: the 52,777-tile benchmark: 64 MB thrashes, 265 s instead of 140 s; 96 MB is as fast as 128 MB); GDAL's
 #: default (5% of the RAM) only makes the resident size grow with the job.
 GDAL_CACHE_MB = 96
-#: Rows per GDAL read of an aligned RGB block (see :func:`_read_aligned_rgbx`).
+#: Rows per GDAL read of an aligned RGB block (see :func:`_read_aligned_rgb`).
 STRIP_ROWS = 1024
 
 
@@ -393,19 +393,20 @@ def _read_blocks(
     return rgba[..., :3], alpha
 
 
-def _read_aligned_rgbx(
+def _read_aligned_rgb(
     src: rasterio.io.DatasetReader, indexes: list[int], placed: tuple[int, int, int, int, int, int], width: int,
     height: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_read_aligned` of 3 uint8 bands, by GDAL, straight into an RGBX block (:func:`rgbx_block`).
+    """:func:`_read_aligned` of 3 uint8 bands, by GDAL, straight into a packed (h, w, 3) RGB block.
 
     Read in strips of about ``STRIP_ROWS`` rows: GDAL hands bands out band-sequential, and a whole block's
-    worth of that (16 MB for 2048² RGBA) alive next to the RGBX block pushed the large benchmark job's flow
-    processes to 510 MB PSS. Strips of one source block row (128 rows in a VRT) cost 3.5x the CPU of one read
-    through a VRT; 1024-row strips cost about the same as one read."""
+    worth of that (16 MB for 2048² RGBA) is alive next to the interleaved block. Strips of one source block
+    row (128 rows in a VRT) cost 3.5x the CPU of one read through a VRT; 1024-row strips about the same.
+    Packed RGB, not RGBX: on the large benchmark job (read by GDAL through a VRT) RGBX blocks took the flow
+    processes from ~490 to 506-510 MB summed PSS, over the 500 MB budget, for a few % of CPU."""
     col, row, c0, r0, c1, r1 = placed
     whole = (c1 - c0, r1 - r0) == (width, height)
-    pixels = rgbx_block(height, width) if whole else _zeros_like_block((height, width), rgbx_block(1, 1))
+    pixels = np.empty((height, width, 3), np.uint8) if whole else np.zeros((height, width, 3), np.uint8)
     alpha = np.zeros((height, width), bool)
     if c0 >= c1 or r0 >= r1:
         return pixels, alpha
@@ -507,7 +508,7 @@ def read_metatile(
                     blocks = blocks_for(src, indexes) if plan.level is None else None
                     if blocks is not None:
                         return Metatile(*_read_blocks(blocks, placed, width, height), dst_transform)
-                    return Metatile(*_read_aligned_rgbx(src, indexes, placed, width, height), dst_transform)
+                    return Metatile(*_read_aligned_rgb(src, indexes, placed, width, height), dst_transform)
             direct = _read_aligned(src, indexes, dst_transform, width, height)
             if direct is not None:
                 data, alpha = direct
@@ -577,15 +578,14 @@ def _non_alpha_indexes(src: Any) -> list[int]:
 
 
 def _interleave(data: np.ndarray) -> np.ndarray:
-    """(3, H, W) band-sequential → a new (H, W, 3) pixel-interleaved block (uint8: :func:`rgbx_block`);
-    (1, H, W) → (H, W).
+    """(3, H, W) band-sequential → a new (H, W, 3) pixel-interleaved array; (1, H, W) → (H, W).
 
     One strided assignment per band: ~4x faster than ``np.ascontiguousarray(np.moveaxis(...))``, whose
     generic transposing copy walks the destination in an order no cache likes.
     """
     if data.shape[0] != 3:
         return np.ascontiguousarray(data[0])
-    pixels = rgbx_block(*data.shape[1:]) if data.dtype == np.uint8 else np.empty(data.shape[1:] + (3,), data.dtype)
+    pixels = np.empty(data.shape[1:] + (3,), data.dtype)
     for band in range(3):
         pixels[..., band] = data[band]
     return pixels
