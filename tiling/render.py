@@ -94,11 +94,13 @@ _FORMATS = ("png", "jpeg", "mixed")
 CHUNK_TILES = 8
 #: zlib level of PNG tiles (see the module docstring).
 DEFAULT_PNG_LEVEL = 6
-#: GDAL block cache (MB) used while reading. A chunk of 8×8 tiles touches up to 5×5 source blocks of 512 px
-#: (25 MB of RGBA) and its neighbour re-uses a column of them: two render threads need ~60 MB (measured on
-#: the 52,777-tile benchmark: 64 MB thrashes, 265 s instead of 140 s; 96 MB is as fast as 128 MB); GDAL's
-#: default (5% of the RAM) only makes the resident size grow with the job.
-GDAL_CACHE_MB = 96
+#: GDAL block cache while reading, in *bytes*: rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64
+#: as bytes (checked: GDALGetCacheMax64() is 96 inside ``rasterio.Env(GDAL_CACHEMAX=96)``; earlier rounds
+#: took it for 96 MB). So GDAL keeps no decoded block between two reads: neighbouring chunks decode the
+#: source blocks on their common border twice. That is what the memory budget of the flow processes was
+#: measured with (the large benchmark job: 476-491 MB summed PSS of 500); GDAL's default (5% of the RAM)
+#: would make the resident size grow with the job.
+GDAL_CACHEMAX = 96
 #: Rows per GDAL read of an aligned RGB block (see :func:`_read_aligned_rgb`).
 STRIP_ROWS = 1024
 
@@ -500,7 +502,7 @@ def read_metatile(
             "XSCALE": repr(min(1.0, plan.src_res[0] / out_res)),
             "YSCALE": repr(min(1.0, plan.src_res[1] / out_res)),
         }
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _opened(source, datasets, plan.level) as src:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHEMAX), _opened(source, datasets, plan.level) as src:
             rgb8 = len(indexes) == 3 and all(src.dtypes[i - 1] == "uint8" for i in indexes)
             if rgb8 and rescale is None:
                 placed = _aligned_window(src, dst_transform, width, height)

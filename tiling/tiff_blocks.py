@@ -12,9 +12,10 @@ an unassociated alpha; lossless compression (none, LZW, Deflate, Zstandard) with
 horizontal; no nodata value and no mask besides the alpha band. Only the full-resolution image is read
 here (overviews go through GDAL). Everything else is read by GDAL as before.
 
-Decoded blocks are kept in one process-wide LRU (``CACHE_BYTES``), like GDAL's block cache: the windows of
-neighbouring reads share the source blocks on their borders. The buffer of a block nobody holds any more
-(evicted, or never cached) is decoded into again instead of a fresh one, whose every 4 kB page would fault.
+Decoded blocks can be kept in one process-wide LRU (``CACHE_BYTES``, off by default: see there) for the
+windows of neighbouring reads, which share the source blocks on their borders. The buffer of a block
+nobody holds any more (evicted, or never cached) is decoded into again instead of a fresh one, whose every
+4 kB page would fault.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class TiffBlocks:
                     # (windows tile the raster without overlapping): only the blocks on the window's
                     # border are worth caching for the neighbouring reads
                     whole = (x0, y0, x1, y1) == (bx * bw, by * bh, (bx + 1) * bw, (by + 1) * bh)
-                    block, owned = self._block(fd, by * self.blocks_across + bx, keep=not whole)
+                    keep = not whole and _CACHE.cache_bytes > 0
+                    block, owned = self._block(fd, by * self.blocks_across + bx, keep=keep)
                     dst = out[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0, : self.samples]
                     if block is None:
                         dst[...] = 0
@@ -167,11 +169,13 @@ class _BlockCache:
             self._size = 0
 
 
-#: Decoded blocks kept (bytes). Only blocks on a read window's border are cached (the inner ones are not
-#: read again), so this is less than GDAL's cache (tiling.render.GDAL_CACHE_MB), which still serves the
-#: overview and warped reads. Measured on the benchmark job (945 blocks, 2 render threads): 1,154 decodes
-#: with 48 MB, 1,085 with 64 MB, 1,017 with 96 MB, at +10 and +20 MB of peak RSS for 64 and 96 MB.
-CACHE_BYTES = 48 * 1024 * 1024
+#: Decoded blocks kept between reads (bytes); only blocks on a read window's border are worth it (the
+#: inner ones are not read again). Off: on the benchmark job (945 source blocks, read windows 37/21 px off
+#: the block grid, 2 render threads) there is no reuse below ~48 MB (1,424 decodes with 16 MB, 1,376 with
+#: 24, 1,154 with 48, 1,085 with 64), and 48 MB saved ~0.4 CPU-s of 18 but took the service's flow
+#: processes from 438 to 492 MB summed PSS on that job: too close to the 500 MB budget for large COG jobs.
+#: GDAL's own reads keep no blocks either (see tiling.render.GDAL_CACHEMAX).
+CACHE_BYTES = 0
 _CACHE = _BlockCache(CACHE_BYTES)
 _LAYOUTS: dict[tuple[str, int, int], TiffBlocks | None] = {}
 _LAYOUTS_LOCK = threading.Lock()
