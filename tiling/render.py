@@ -46,7 +46,8 @@ Fast path
     When the level read has exactly the output pixel size and its pixel lattice coincides with the tile
     grid (a source whose resolution sits on a zoom level, as benchmarks and most imagery prepared for
     tiling), warping is an identity: the window is read directly (bilinear at pixel centres would return
-    the same values).
+    the same values). A tiled, pixel-interleaved 8-bit RGB(A) GeoTIFF (a COG) is then read block by block
+    without GDAL (:mod:`tiling.tiff_blocks`); other 8-bit RGB sources by GDAL in strips.
 """
 
 from __future__ import annotations
