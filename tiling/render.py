@@ -339,9 +339,9 @@ def _read_aligned(
     if c0 >= c1 or r0 >= r1:
         return np.zeros((len(indexes), height, width), src.dtypes[indexes[0] - 1]), np.zeros((height, width), bool)
     window = Window(c0, r0, c1 - c0, r1 - r0)
-    alpha_band = [i + 1 for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
-    if alpha_band and src.dtypes[alpha_band[0] - 1] == "uint8":
-        block = src.read(indexes + alpha_band[:1], window=window)
+    alpha_band = _uint8_alpha_band(src)
+    if alpha_band is not None:
+        block = src.read([*indexes, alpha_band], window=window)
         part, part_alpha = block[:-1], block[-1] > 0
     else:
         part, part_alpha = src.read(indexes, window=window), src.dataset_mask(window=window) > 0
@@ -352,6 +352,13 @@ def _read_aligned(
     ys, xs = slice(r0 - row, r1 - row), slice(c0 - col, c1 - col)
     data[:, ys, xs], alpha[ys, xs] = part, part_alpha
     return data, alpha
+
+
+def _uint8_alpha_band(src: rasterio.io.DatasetReader) -> int | None:
+    """The first alpha band (1-based) when it is uint8 (read with the colour bands as the mask), else ``None``
+    (the mask is GDAL's dataset mask)."""
+    alpha_band = [i + 1 for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
+    return alpha_band[0] if alpha_band and src.dtypes[alpha_band[0] - 1] == "uint8" else None
 
 
 def _aligned_window(
@@ -382,7 +389,7 @@ def _read_blocks(
     pixels (the RGBA read itself; transparent pixels are zeroed by the caller) and the alpha band > 0."""
     col, row, c0, r0, c1, r1 = placed
     if c0 >= c1 or r0 >= r1:
-        return _zeros_like_block((height, width), rgbx_block(1, 1)), np.zeros((height, width), bool)
+        return np.zeros((height, width, 4), np.uint8)[..., :3], np.zeros((height, width), bool)
     if (c1 - c0, r1 - r0) == (width, height):  # the usual case: no padded canvas
         rgba = blocks.read(c0, r0, c1, r1)
     else:
@@ -413,9 +420,9 @@ def _read_aligned_rgb(
     alpha = np.zeros((height, width), bool)
     if c0 >= c1 or r0 >= r1:
         return pixels, alpha
-    alpha_band = [i + 1 for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
-    with_alpha = bool(alpha_band) and src.dtypes[alpha_band[0] - 1] == "uint8"
-    bands = indexes + alpha_band[:1] if with_alpha else indexes
+    alpha_band = _uint8_alpha_band(src)
+    with_alpha = alpha_band is not None
+    bands = [*indexes, alpha_band] if alpha_band is not None else indexes
     strips = -(-(r1 - r0) // STRIP_ROWS)
     rows = -(-(r1 - r0) // strips)
     xs = slice(c0 - col, c1 - col)
